@@ -29,4 +29,12 @@ d = { 'settings': { 'branch': 'main',
                                      'carerft.divergences.rkl_k3_grad': ('divergences.html#rkl_k3_grad', 'carerft/divergences.py'),
                                      'carerft.divergences.srkl_exact': ('divergences.html#srkl_exact', 'carerft/divergences.py'),
                                      'carerft.divergences.srkl_k3': ('divergences.html#srkl_k3', 'carerft/divergences.py'),
-                                     'carerft.divergences.srkl_k3_grad': ('divergences.html#srkl_k3_grad', 'carerft/divergences.py')}}}
+                                     'carerft.divergences.srkl_k3_grad': ('divergences.html#srkl_k3_grad', 'carerft/divergences.py')},
+            'carerft.explorer': { 'carerft.explorer._check_prob': ('explorer.html#_check_prob', 'carerft/explorer.py'),
+                                  'carerft.explorer.alpha_animation': ('explorer.html#alpha_animation', 'carerft/explorer.py'),
+                                  'carerft.explorer.expected_step': ('explorer.html#expected_step', 'carerft/explorer.py'),
+                                  'carerft.explorer.explore': ('explorer.html#explore', 'carerft/explorer.py'),
+                                  'carerft.explorer.explorer': ('explorer.html#explorer', 'carerft/explorer.py'),
+                                  'carerft.explorer.penalty_table': ('explorer.html#penalty_table', 'carerft/explorer.py'),
+                                  'carerft.explorer.plot_penalties': ('explorer.html#plot_penalties', 'carerft/explorer.py'),
+                                  'carerft.explorer.train_distribution': ('explorer.html#train_distribution', 'carerft/explorer.py')}}}
