@@ -33,7 +33,7 @@ def penalty_table(alpha: float = 0.8,  # SRKL skew, in [0, 1)
     ref = torch.full_like(x, math.log(pi_ref)); lp = ref + x
     cols = dict(log_ratio=x, pi=lp.exp(), rkl=beta * rkl_k3(lp, ref), srkl=beta * srkl_k3(lp, ref, alpha),
                 rkl_grad=beta * rkl_k3_grad(lp, ref), srkl_grad=beta * srkl_k3_grad(lp, ref, alpha))
-    return [{k: v[i].item() for k, v in cols.items()} for i in range(len(x))]
+    return [{k: v[i].item() + 0.0 for k, v in cols.items()} for i in range(len(x))]  # + 0.0 turns -0.0 into 0.0
 
 # %% ../nbs/01_explorer.ipynb #791d8a57
 def plot_penalties(alphas=(0.5, 0.8, 0.95), # SRKL skews to draw
