@@ -1,0 +1,260 @@
+"Tests of carerft.rollout (sampler, masks, log-probs) and carerft.tiny (tiny models and tokenizers)."
+import math, tempfile, warnings
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import (AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM, GPT2Config,
+                          GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM)
+from carerft.tiny import char_tokenizer, tiny_model
+from carerft.rollout import (Rollout, sample, sample_ids, token_logprobs, completion_masks, encode_prompts,
+                             special_ids, positions)
+
+PROMPTS = ['a+b=', 'b=', 'ab ab+a=', 'a']   # different lengths: left padding of 0, 2, 4 and 7 tokens
+
+
+@pytest.fixture(scope='module')
+def tok(): return char_tokenizer('ab+= ')   # 4 specials + 5 chars: EOS is likely, many rows end early
+
+
+@pytest.fixture(scope='module')
+def model(tok): return tiny_model(tok)
+
+
+def ref_logprobs64(model, r, temperature):
+    "Independent reference: each row alone (no padding, no mask, default positions), full logits, float64 log_softmax."
+    logp, ent = torch.zeros(r.logp.shape, dtype=torch.float64), torch.zeros(r.logp.shape, dtype=torch.float64)
+    for i in range(len(r)):
+        p, n = r.prompt_ids[i][r.prompt_mask[i] > 0], int(r.lengths[i])
+        with torch.no_grad(): logits = model(input_ids=(x := torch.cat([p, r.completion_ids[i, :n]])[None]), attention_mask=torch.ones_like(x)).logits[0].double()
+        lp = (logits[len(p) - 1:len(p) + n - 1] / temperature).log_softmax(-1)          # (n, V)
+        logp[i, :n] = lp.gather(-1, r.completion_ids[i, :n, None]).squeeze(-1)
+        ent[i, :n] = -(lp.exp() * lp).sum(-1)
+    return logp, ent
+
+
+# ---------------------------------------------------------------- tiny
+def test_tiny_roundtrip(tok, model):
+    with tempfile.TemporaryDirectory() as d:
+        tok.save_pretrained(d); model.save_pretrained(d)
+        # not AutoTokenizer: with the qwen2 config.json beside it, transformers 5 rebuilds a Qwen2Tokenizer that drops spaces
+        tok2, model2 = PreTrainedTokenizerFast.from_pretrained(d), AutoModelForCausalLM.from_pretrained(d)
+    assert tok2.get_vocab() == tok.get_vocab() and tok2.padding_side == 'left'
+    assert (tok2.pad_token_id, tok2.eos_token_id, tok2.bos_token_id) == (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id)
+    enc = tok(PROMPTS, padding=True, return_tensors='pt')
+    assert torch.equal(tok2(PROMPTS, padding=True, return_tensors='pt')['input_ids'], enc['input_ids'])
+    assert tok2.batch_decode(enc['input_ids'], skip_special_tokens=True) == PROMPTS
+    torch.testing.assert_close(model2(**enc).logits, model(**enc).logits)
+    assert model2.config.tie_word_embeddings and model2.lm_head.weight is model2.model.embed_tokens.weight
+
+
+def test_tiny_seed_and_shapes(tok):
+    a, b = tiny_model(tok, hidden=32, layers=3, heads=4, kv_heads=2, seed=3), tiny_model(tok, hidden=32, layers=3, heads=4, kv_heads=2, seed=3)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert a.config.num_key_value_heads == 2 and len(a.model.layers) == 3 and a.config.vocab_size == len(tok)
+
+
+# ---------------------------------------------------------------- recompute == sampled
+@pytest.mark.parametrize('temperature,top_k,top_p,G', [(1.0, None, None, 4), (0.7, None, None, 3), (1.5, 6, None, 3),
+                                                        (1.0, None, 0.8, 5), (1.0, None, None, 1)])
+def test_recompute_matches_sampled(tok, model, temperature, top_k, top_p, G):
+    r = sample(model, tok, PROMPTS, G, 16, temperature=temperature, top_k=top_k, top_p=top_p,
+               generator=torch.Generator().manual_seed(1))
+    assert r.truncated.any() and not r.truncated.all()            # EOS early in some rows, not in others
+    assert len(set(r.lengths.tolist())) > 2
+    re = token_logprobs(model, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask, temperature)
+    torch.testing.assert_close(re, r.logp, atol=1e-5, rtol=0)
+    ref, _ = ref_logprobs64(model, r, temperature)
+    torch.testing.assert_close(r.logp.double(), ref, atol=1e-5, rtol=0)
+
+
+def other_model(kind, tok):
+    torch.manual_seed(0)
+    if kind == 'gpt2':   # absolute position embeddings: wrong position ids for left padding would show here (RoPE hides a shift)
+        return GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)).eval()
+    return LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, eos_token_id=tok.eos_token_id,
+                                        pad_token_id=tok.pad_token_id)).eval()
+
+
+@pytest.mark.parametrize('kind', ['gpt2', 'llama'])
+def test_other_architectures(tok, kind):
+    m = other_model(kind, tok)
+    r = sample(m, tok, PROMPTS, 3, 12, generator=torch.Generator().manual_seed(0))
+    assert r.truncated.any() and not r.truncated.all()
+    ref, _ = ref_logprobs64(m, r, 1.0)
+    torch.testing.assert_close(r.logp.double(), ref, atol=1e-5, rtol=0)
+    test_greedy_matches_generate(tok, m)
+
+
+@pytest.mark.parametrize('attn', ['eager', 'sdpa'])
+def test_recompute_gqa_and_attention_impls(tok, attn):
+    m = tiny_model(tok, hidden=32, heads=4, kv_heads=2, layers=3, attn_implementation=attn, seed=2)
+    r = sample(m, tok, PROMPTS, 3, 10, generator=torch.Generator().manual_seed(0))
+    re = token_logprobs(m, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask)
+    torch.testing.assert_close(re, r.logp, atol=1e-5, rtol=0)
+
+
+def test_token_logprobs_entropy_and_grad(tok, model):
+    r = sample(model, tok, PROMPTS, 2, 8, temperature=0.8, generator=torch.Generator().manual_seed(2))
+    logp, ent = token_logprobs(model, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask, 0.8, return_entropy=True)
+    ref_lp, ref_ent = ref_logprobs64(model, r, 0.8)
+    torch.testing.assert_close(logp.double(), ref_lp, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ent.double(), ref_ent, atol=1e-5, rtol=0)
+    # gradients flow from rollout tensors (made under inference_mode inside the sampler)
+    model.zero_grad()
+    (token_logprobs(model, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask.bool(), 0.8).sum()).backward()
+    assert model.model.embed_tokens.weight.grad.abs().sum() > 0
+    model.zero_grad()
+    with torch.no_grad():
+        assert not token_logprobs(model, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask).requires_grad
+
+
+def test_sampling_distribution(tok, model):
+    "First-token frequencies over 20,000 samples match softmax(logits / tau) of a plain forward."
+    tau, n = 0.8, 20_000
+    r = sample(model, tok, ['ab+'], n, 1, temperature=tau, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(): p = (model(**tok(['ab+'], return_tensors='pt')).logits[0, -1] / tau).softmax(-1)
+    freq = torch.bincount(r.completion_ids[:, 0], minlength=len(tok)) / n
+    assert (freq - p).abs().max() < 4 * math.sqrt(0.25 / n)
+    torch.testing.assert_close(r.logp[:, 0], p.log()[r.completion_ids[:, 0]], atol=1e-5, rtol=0)
+
+
+def test_greedy_matches_generate(tok, model):
+    "top_k=1 is greedy decoding: same tokens as transformers' generate on left-padded prompts of different lengths."
+    r = sample(model, tok, PROMPTS, 1, 12, top_k=1)
+    enc = tok(PROMPTS, padding=True, return_tensors='pt')
+    out = model.generate(**enc, do_sample=False, max_new_tokens=12, pad_token_id=tok.pad_token_id)[:, enc['input_ids'].shape[1]:]
+    T = r.completion_ids.shape[1]
+    assert torch.equal(r.completion_ids, out[:, :T]) and (out[:, T:] == tok.pad_token_id).all()
+
+
+# ---------------------------------------------------------------- masks on a hand-built model
+def markov_model(tok, chain, big=30.0, hidden=32):
+    "A real Qwen2 whose next token is a fixed function of the current one: attention and MLP outputs zeroed, one-hot embeddings."
+    V = len(tok)
+    cfg = Qwen2Config(vocab_size=V, hidden_size=hidden, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=4, tie_word_embeddings=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    m = Qwen2ForCausalLM(cfg).eval()
+    ids = tok.convert_tokens_to_ids
+    with torch.no_grad():
+        for layer in m.model.layers: layer.self_attn.o_proj.weight.zero_(); layer.mlp.down_proj.weight.zero_()
+        m.model.embed_tokens.weight.zero_(); m.model.embed_tokens.weight[:, :V] = torch.eye(V)
+        m.lm_head.weight.zero_()
+        for a, b in zip(chain, chain[1:]): m.lm_head.weight[ids(b), ids(a)] = big
+    return m
+
+
+@pytest.fixture(scope='module')
+def chain_tok(): return char_tokenizer('abcdefgh')
+
+
+@pytest.fixture(scope='module')
+def chain_model(chain_tok): return markov_model(chain_tok, list('abcdefgh') + ['<eos>'])
+
+
+def test_masks_exact(chain_tok, chain_model):
+    r = sample(chain_model, chain_tok, ['a', 'hgf', 'ch'], 2, 6, generator=torch.Generator().manual_seed(0))
+    t = chain_tok.convert_tokens_to_ids
+    eos, pad = chain_tok.eos_token_id, chain_tok.pad_token_id
+    expect = {'a': [t(c) for c in 'bcdefg'], 'hgf': [t('g'), t('h'), eos, pad, pad, pad], 'ch': [eos] + [pad] * 5}
+    assert r.completion_ids.tolist() == [expect[p] for p in r.prompts]
+    assert r.completion_mask.tolist() == [[1.0] * 6] * 2 + [[1.0] * 3 + [0.0] * 3] * 2 + [[1.0] + [0.0] * 5] * 2
+    assert r.lengths.tolist() == [6, 6, 3, 3, 1, 1] and r.truncated.tolist() == [True, True, False, False, False, False]
+    assert r.completions == ['bcdefg'] * 2 + ['gh'] * 2 + [''] * 2
+    assert r.prompts == ['a', 'a', 'hgf', 'hgf', 'ch', 'ch'] and r.group_size == 2 and len(r) == 6
+    assert r.completion_mask.dtype == torch.float32 and r.logp.dtype == torch.float32 and r.truncated.dtype == torch.bool
+    assert r.logp.abs().max() < 1e-6                                   # deterministic chain: log 1 = 0
+
+
+def test_early_stop_and_exact_budget(chain_tok, chain_model):
+    r = sample(chain_model, chain_tok, ['b', 'e'], 1, 20)          # all rows end: loop stops at the longest completion
+    assert r.completion_ids.shape == (2, 7) and r.lengths.tolist() == [7, 4] and not r.truncated.any()
+    r = sample(chain_model, chain_tok, ['b'], 1, 7)                # EOS exactly at the last allowed step: not truncated
+    assert r.lengths.tolist() == [7] and not r.truncated.any()
+    r = sample(chain_model, chain_tok, ['b'], 1, 6)
+    assert r.lengths.tolist() == [6] and r.truncated.all()
+
+
+def test_generation_config_eos_ids(chain_tok):
+    m = markov_model(chain_tok, list('abcdefgh') + ['<eos>'])
+    m.generation_config.eos_token_id = [chain_tok.eos_token_id, chain_tok.convert_tokens_to_ids('e')]
+    r = sample(m, chain_tok, ['a', 'f'], 1, 10)
+    assert r.completions == ['bcde', 'gh'] and r.lengths.tolist() == [4, 3] and not r.truncated.any()
+
+
+def test_suppress_eos(tok, model):
+    r = sample(model, tok, PROMPTS, 3, 20, suppress_eos=True, generator=torch.Generator().manual_seed(0))
+    assert not (r.completion_ids == tok.eos_token_id).any() and r.truncated.all()
+    assert r.lengths.tolist() == [20] * 12 and r.completion_mask.all()
+
+
+# ---------------------------------------------------------------- reproducibility, padding fallback, errors
+def test_reproducible(tok, model):
+    a = sample(model, tok, PROMPTS, 3, 10, generator=torch.Generator().manual_seed(5))
+    b = sample(model, tok, PROMPTS, 3, 10, generator=torch.Generator().manual_seed(5))
+    c = sample(model, tok, PROMPTS, 3, 10, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(a.completion_ids, b.completion_ids) and torch.equal(a.logp, b.logp) and a.completions == b.completions
+    assert a.completions != c.completions
+    torch.manual_seed(0); d = sample(model, tok, PROMPTS, 3, 10)
+    torch.manual_seed(0); e = sample(model, tok, PROMPTS, 3, 10)
+    assert torch.equal(d.completion_ids, e.completion_ids)
+
+
+def test_pad_falls_back_to_eos():
+    t = char_tokenizer('ab+= ', pad_token=None)
+    m = tiny_model(t)
+    with pytest.warns(UserWarning, match='no pad token'):
+        r = sample(m, t, PROMPTS, 3, 12, generator=torch.Generator().manual_seed(0))
+    eos = t.eos_token_id
+    assert (r.prompt_ids[r.prompt_mask == 0] == eos).all() and (r.completion_ids[r.completion_mask == 0] == eos).all()
+    assert not r.truncated.all()
+    re = token_logprobs(m, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask)
+    torch.testing.assert_close(re, r.logp, atol=1e-5, rtol=0)
+
+
+def test_ref_model(tok, model):
+    ref = tiny_model(tok, seed=7)
+    r = sample(model, tok, PROMPTS, 2, 8, generator=torch.Generator().manual_seed(0), ref_model=ref)
+    expect, _ = ref_logprobs64(ref, r, 1.0)
+    torch.testing.assert_close(r.ref_logp.double(), expect, atol=1e-5, rtol=0)
+    assert sample(model, tok, PROMPTS, 2, 8).ref_logp is None
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(group_size=0), 'group_size'), (dict(group_size=2.0), 'group_size'), (dict(group_size=True), 'group_size'),
+    (dict(max_new_tokens=0), 'max_new_tokens'), (dict(temperature=0.0), 'temperature'), (dict(temperature=-1.0), 'temperature'),
+    (dict(temperature=float('nan')), 'temperature'), (dict(temperature=float('inf')), 'temperature'),
+    (dict(top_k=0), 'top_k'), (dict(top_p=0.0), 'top_p'), (dict(top_p=1.5), 'top_p'),
+    (dict(max_prompt_len=3), 'max_prompt_len=3'), (dict(max_prompt_len=0), 'max_prompt_len'),
+    (dict(prompts='ab'), 'prompts'), (dict(prompts=[]), 'prompts'), (dict(prompts=['a', 3]), 'prompts'),
+    (dict(prompts=['a', '']), r'prompts\[1\]'),
+])
+def test_bad_arguments(tok, model, kwargs, match):
+    args = dict(prompts=['ab', 'a+b='], group_size=2, max_new_tokens=4) | kwargs
+    with pytest.raises(ValueError, match=match): sample(model, tok, **args)
+
+
+def test_prompt_limit_is_inclusive(tok, model):
+    assert sample(model, tok, ['a+b='], 1, 2, max_prompt_len=4).prompt_ids.shape == (1, 4)
+    with pytest.raises(ValueError, match=r'prompts\[0\] has 4 tokens.*max_prompt_len=3'): sample(model, tok, ['a+b='], 1, 2, max_prompt_len=3)
+
+
+def test_no_eos_anywhere(model):
+    t = char_tokenizer('ab', eos_token=None)
+    m = tiny_model(t); m.generation_config.eos_token_id = None
+    with pytest.raises(ValueError, match='eos'): sample(m, t, ['ab'], 1, 2)
+
+
+def test_token_logprobs_bad_input(tok, model):
+    ids, mask = torch.ones(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match='temperature'): token_logprobs(model, ids, mask, ids, mask, temperature=0)
+    with pytest.raises(ValueError, match='shapes'): token_logprobs(model, ids, mask, ids[:, :2], mask)
+    with pytest.raises(ValueError, match='prompt_mask'): sample_ids(model, ids, torch.zeros_like(mask), 1, 2, 1, 0)
+
+
+def test_completion_masks_edge_cases():
+    eos = torch.tensor([1])
+    mask, trunc = completion_masks(torch.tensor([[1, 1, 1], [2, 2, 2], [2, 1, 2]]), eos)
+    assert mask.tolist() == [[True, False, False], [True, True, True], [True, True, False]]
+    assert trunc.tolist() == [False, True, False]

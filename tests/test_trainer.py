@@ -1,0 +1,125 @@
+"Trainer integration: exact resume, Ctrl-C checkpoints, every algo x regulariser end to end, a learnable task, two processes."
+import copy, json, os, subprocess, sys, textwrap
+from pathlib import Path
+import pytest
+import torch
+from carerft.tiny import char_tokenizer, tiny_model
+from carerft.divergences import NoKL, RKL, SRKL
+from carerft.algos import GRPO, DAPO, GSPO
+from carerft.trainer import RFTConfig, RFTTrainer
+
+TOK = char_tokenizer('abcx')
+DATA = [dict(prompt=p, target=t) for p, t in [('x', 'a'), ('xx', 'b'), ('xxx', 'c'), ('xa', 'a'), ('xb', 'b'), ('xc', 'c')]]
+
+def reward(prompts, completions, target, **_):
+    "Fraction of the completion made of the row's target character."
+    return [c.count(t) / max(1, len(c)) for c, t in zip(completions, target)]
+
+def make(out, steps=6, algo=None, reg=None, seed=0, lr=1e-2, **kw):
+    torch.manual_seed(123)   # trainer must not depend on the global RNG state it was created in
+    model = tiny_model(TOK, hidden=32, layers=1, heads=2, seed=0)
+    cfg = RFTConfig(algo=algo or GRPO(), reg=reg or SRKL(0.04, 0.8), group_size=4, prompts_per_step=2, max_new_tokens=4,
+                    lr=lr, steps=steps, seed=seed, output_dir=str(out), progress=False, **kw)
+    return RFTTrainer(model, TOK, DATA, reward, cfg, ref_model=copy.deepcopy(model))
+
+def weights(model): return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+@pytest.mark.parametrize('algo', [GRPO(), DAPO(), GSPO()], ids=repr)
+def test_resume_is_exact(tmp_path, algo):
+    "3 steps + resume + 3 steps == 6 uninterrupted steps: weights, optimiser moments, data order and sampling RNG."
+    a = make(tmp_path / 'a', algo=algo, save_every=0); wa = weights(a.train())
+    b = make(tmp_path / 'b', algo=algo, save_every=0); b.train(until=3)
+    assert (tmp_path / 'b' / 'checkpoints' / 'step-3').exists()
+    c = make(tmp_path / 'b', algo=algo, save_every=0, resume=True)
+    assert c.state.step == 3
+    wc = weights(c.train())
+    for k in wa: torch.testing.assert_close(wc[k], wa[k], rtol=0, atol=0, msg=k)
+    la = [json.loads(l) for l in open(tmp_path / 'a' / 'log.jsonl')]
+    lb = [json.loads(l) for l in open(tmp_path / 'b' / 'log.jsonl')]
+    assert [r['reward_mean'] for r in la] == [r['reward_mean'] for r in lb]
+
+def test_resume_differs_without_state(tmp_path):
+    "Guard: the exactness test can fail (a fresh trainer on the same steps does not match the resumed one)."
+    a = make(tmp_path / 'a', save_every=0); wa = weights(a.train())
+    b = make(tmp_path / 'b', steps=3, save_every=0); b.train()
+    c = make(tmp_path / 'c', steps=3, save_every=0, seed=1)   # no resume: a different data/sampling stream
+    c.model.load_state_dict(b.model.state_dict()); wc = weights(c.train())
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)
+
+def test_ctrl_c_saves_a_checkpoint(tmp_path):
+    calls = {'n': 0}
+    def interrupting(prompts, completions, **kw):
+        calls['n'] += 1
+        if calls['n'] == 3: raise KeyboardInterrupt
+        return reward(prompts, completions, **kw)
+    t = make(tmp_path, save_every=0); t.reward_fn = interrupting
+    with pytest.raises(KeyboardInterrupt): t.train()
+    assert (tmp_path / 'checkpoints' / 'step-2').exists()
+    r = make(tmp_path, resume=True, save_every=0); assert r.state.step == 2
+    r.train(); assert r.state.step == 6 and (tmp_path / 'final' / 'config.json').exists()
+
+@pytest.mark.parametrize('reg', [NoKL(), RKL(0.04), SRKL(0.04, 0.8)], ids=repr)
+@pytest.mark.parametrize('algo', [GRPO(), DAPO(), GSPO()], ids=repr)
+def test_all_pairs_run_and_log(tmp_path, algo, reg):
+    t = make(tmp_path, steps=2, algo=algo, reg=reg, save_every=0, num_iterations=2, grad_accum_steps=2)
+    t.train()
+    rows = [json.loads(l) for l in open(tmp_path / 'log.jsonl')]
+    assert len(rows) == 2
+    keys = {'reward_mean', 'reward_std', 'frac_zero_std', 'rkl', 'srkl', 'penalty', 'clip_low_frac', 'clip_high_frac',
+            'entropy', 'completion_length', 'truncation_rate', 'time_generate', 'time_update'}
+    assert keys <= set(rows[-1]), keys - set(rows[-1])
+    assert all(r['rkl'] >= 0 and r['srkl'] >= 0 for r in rows)       # a ref model is given: logged for every reg
+    if isinstance(reg, NoKL): assert all(r['penalty'] == 0 for r in rows)
+    else: assert rows[-1]['penalty'] > 0
+
+def test_reward_rises_on_a_learnable_task(tmp_path):
+    "Trivially learnable: every row's target is 'a', so the reward is the fraction of 'a' in the completion."
+    t = make(tmp_path, steps=40, reg=RKL(0.01), save_every=0, lr=3e-2)
+    t.rows = [dict(r, target='a') for r in t.rows]
+    t.train()
+    rows = [json.loads(l) for l in open(tmp_path / 'log.jsonl')]
+    first, last = [sum(r['reward_mean'] for r in rows[s]) / 8 for s in (slice(0, 8), slice(-8, None))]
+    assert last > first + 0.25, (first, last)
+
+def test_dynamic_sampling_drops_all_equal_groups(tmp_path):
+    "Groups with all-equal rewards never reach the loss; the cap warns when no group has signal."
+    t = make(tmp_path, steps=1, algo=DAPO(overlong_penalty=0.0), save_every=0)
+    t.reward_fn = lambda p, c, **_: [1.0] * len(c)             # every group all-equal
+    with pytest.warns(UserWarning, match='max_rounds'): row = t.train_step()
+    assert row['groups_kept'] == 0
+
+def test_bad_input(tmp_path):
+    m = tiny_model(TOK, hidden=32, layers=1, heads=2)
+    with pytest.raises(ValueError, match='ref_model'): RFTTrainer(m, TOK, DATA, reward, RFTConfig(reg=SRKL(), output_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match='group_size'): RFTConfig(group_size=1)
+    with pytest.raises(ValueError, match='alpha'): RFTConfig(reg=SRKL(alpha=1.2))
+    long = [dict(prompt='x' * 50, target='a')]
+    t = RFTTrainer(m, TOK, long, reward, RFTConfig(reg=NoKL(), max_prompt_len=10, output_dir=str(tmp_path), progress=False))
+    with pytest.raises(ValueError, match='max_prompt_len'): t.train_step()
+
+SCRIPT = textwrap.dedent('''
+    import copy, sys, json, torch
+    sys.path.insert(0, {tests!r})
+    from test_trainer import make
+    t = make({out!r}, steps=2, save_every=0)
+    t.train()
+    acc = t.accelerator
+    w = torch.cat([p.detach().flatten() for p in t.model.parameters()])
+    ws = acc.gather(w[None])
+    if acc.is_main_process:
+        json.dump(dict(n=acc.num_processes, same=bool(torch.equal(ws[0], ws[-1]))), open({out!r} + '/ddp.json', 'w'))
+''')
+
+def test_two_process_accelerate_launch(tmp_path):
+    """The same trainer under `accelerate launch` with 2 CPU processes (gloo DDP): both ranks end with identical weights.
+    accelerate 1.15's `--cpu --num_processes 2` runs its simple single-process launcher; two CPU processes need the
+    multi-process launcher plus ACCELERATE_USE_CPU=true (or a config file with distributed_type MULTI_CPU)."""
+    script = tmp_path / 'run.py'
+    script.write_text(SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path)))
+    env = dict(os.environ, OMP_NUM_THREADS='1', ACCELERATE_USE_CPU='true')
+    r = subprocess.run([sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
+                        '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no', str(script)],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = json.loads((tmp_path / 'ddp.json').read_text())
+    assert res == dict(n=2, same=True)
