@@ -159,6 +159,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument('--pi-ref', type=float, default=0.01, help='reference probability of the token, in (0, 1) (default 0.01)')
     e.add_argument('--out', default='carerft_explain.png', help="figure path; '' for none (default carerft_explain.png)")
     _add_train_args(sub.add_parser('train', help='RL-finetune a causal LM (GRPO/DAPO/GSPO with no KL, RKL or CARE)'))
+    from carerft.evaluate import add_eval_parser
+    add_eval_parser(sub)
     return p
 
 def main(argv=None) -> int:
@@ -167,6 +169,9 @@ def main(argv=None) -> int:
     try:
         if args.command == 'explain': explain(args.alpha, args.beta, args.pi_ref, args.out or None)
         elif args.command == 'train': train_cmd(_train_options(args))
-    except ValueError as err:
+        elif args.command == 'eval':
+            from carerft.evaluate import run_eval, markdown_table
+            print(markdown_table(run_eval(args)))
+    except (ValueError, RuntimeError, OSError) as err:
         print(f'carerft {args.command}: error: {err}', file=sys.stderr); return 2
     return 0
