@@ -184,7 +184,8 @@ class RFTTrainer:
             raise ValueError(f"prompts_per_step={config.prompts_per_step} must be divisible by the number of processes ({acc.num_processes})")
         set_seed(config.seed)
         if config.lora: model = self._add_lora(model, config.lora)
-        if config.gradient_checkpointing: model.gradient_checkpointing_enable()
+        if config.gradient_checkpointing:   # transformers >= 5.x renames it activation checkpointing
+            (getattr(model, 'activation_checkpointing_enable', None) or model.gradient_checkpointing_enable)()
         self.out = Path(config.output_dir); self.out.mkdir(parents=True, exist_ok=True)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)

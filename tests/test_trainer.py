@@ -123,3 +123,25 @@ def test_two_process_accelerate_launch(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     res = json.loads((tmp_path / 'ddp.json').read_text())
     assert res == dict(n=2, same=True)
+
+def test_lora_without_reference_and_gradient_checkpointing(tmp_path):
+    "With a LoRA adapter the reference is the base model with the adapter switched off: no ref_model needed."
+    pytest.importorskip('peft')
+    model = tiny_model(TOK, hidden=32, layers=1, heads=2, seed=0)
+    cfg = RFTConfig(reg=SRKL(0.04, 0.8), group_size=4, prompts_per_step=2, max_new_tokens=4, lr=1e-2, steps=2,
+                    output_dir=str(tmp_path), progress=False, save_every=0, gradient_checkpointing=True,
+                    lora=dict(r=4, lora_alpha=8, target_modules='all-linear'))
+    t = RFTTrainer(model, TOK, DATA, reward, cfg)
+    base = {k: v.clone() for k, v in t.model.state_dict().items() if 'lora' not in k}
+    t.train()
+    rows = [json.loads(l) for l in open(tmp_path / 'log.jsonl')]
+    assert rows[0]['rkl'] == 0.0 and rows[-1]['rkl'] > 0          # step 1: adapter starts at zero, policy == reference
+    assert all(torch.equal(v, t.model.state_dict()[k]) for k, v in base.items())   # only the adapter trains
+
+def test_bf16_mixed_precision_runs(tmp_path):
+    "bf16 autocast (accelerate's mixed_precision='bf16'), in a fresh process: accelerate's state is per process."
+    code = (f"import sys, json; sys.path.insert(0, {str(Path(__file__).parent)!r}); from test_trainer import make; "
+            f"t = make({str(tmp_path)!r}, steps=2, save_every=0, bf16=True); t.train(); "
+            f"r = [json.loads(l) for l in open({str(tmp_path / 'log.jsonl')!r})]; assert all(x['loss'] == x['loss'] for x in r); print('ok')")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and 'ok' in r.stdout, r.stderr[-3000:]
