@@ -161,10 +161,15 @@ def _parser() -> argparse.ArgumentParser:
     _add_train_args(sub.add_parser('train', help='RL-finetune a causal LM (GRPO/DAPO/GSPO with no KL, RKL or CARE)'))
     from carerft.evaluate import add_eval_parser
     add_eval_parser(sub)
+    sub.add_parser('bench', add_help=False, help='median RL step time of carerft vs TRL GRPOTrainer on the same tiny model (needs trl)')
     return p
 
 def main(argv=None) -> int:
     "Entry point of the `carerft` console command."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ['bench']:                       # its own parser, in the benchmark chapter
+        from carerft.benchmark import main_bench
+        return main_bench(argv[1:])
     args = _parser().parse_args(argv)
     try:
         if args.command == 'explain': explain(args.alpha, args.beta, args.pi_ref, args.out or None)

@@ -1,0 +1,68 @@
+"""Fairness checks of the carerft vs TRL benchmark (carerft.benchmark), on a much smaller model than the real benchmark.
+
+The comparison is only meaningful if both trainers do the same work per step: the same number of completions, each
+exactly max_new_tokens long (EOS suppressed in both), and the reported medians are those of the measured rows.
+"""
+import json
+import pytest
+import torch
+
+pytest.importorskip('trl')
+from carerft.benchmark import benchmark, main_bench, summary, bench_prompts, CHARS
+
+SMALL = dict(hidden=32, layers=1, heads=2)
+
+@pytest.fixture(scope='module')
+def res():
+    return benchmark(steps=1, warmup=1, threads=2, prompts_per_step=4, group_size=4, max_new_tokens=32, verbose=False, **SMALL)
+
+def test_structure(res):
+    assert {'carerft', 'trl', 'ratio', 'ratio_generate', 'ratio_update', 'settings'} <= set(res)
+    for name in ('carerft', 'trl'):
+        assert {'step', 'generate', 'update', 'tokens', 'rows'} <= set(res[name])
+        assert len(res[name]['rows']) == 2                                   # 1 warm-up + 1 measured
+    assert res['settings']['steps'] == 1 and res['settings']['warmup'] == 1 and res['settings']['trl'].startswith('1.')
+
+def test_timings_positive_and_consistent(res):
+    for name in ('carerft', 'trl'):
+        r = res[name]
+        assert r['step'] > 0 and r['generate'] > 0 and r['update'] > 0
+        assert r['step'] == pytest.approx(r['generate'] + r['update'])
+        assert r['step'] == r['rows'][1]['step']                             # median of the single measured row, not the warm-up
+    assert res['ratio'] == pytest.approx(res['carerft']['step'] / res['trl']['step'])
+    assert res['ratio_generate'] == pytest.approx(res['carerft']['generate'] / res['trl']['generate'])
+
+def test_same_completion_tokens(res):
+    "Both trainers saw N x T completion tokens every step (EOS suppressed in both): the comparison is like for like."
+    N, T = 4 * 4, 32
+    assert res['carerft']['tokens'] == [N * T, N * T]
+    assert res['trl']['tokens'] == [N * T, N * T]                          # TRL's completion mask
+    assert [r['generated'] for r in res['trl']['rows']] == [N * T, N * T]  # what TRL's generate returned
+
+def test_threads_restored(res):
+    before = torch.get_num_threads()
+    benchmark(steps=1, warmup=0, threads=1, prompts_per_step=2, group_size=2, max_new_tokens=2, verbose=False, **SMALL)
+    assert torch.get_num_threads() == before
+
+def test_prompts_equal_length():
+    ps = bench_prompts(8)
+    assert len(set(ps)) == 8 and {len(p) for p in ps} == {20} and set(''.join(ps)) <= set(CHARS)
+
+@pytest.mark.parametrize('kw,msg', [(dict(steps=0), 'steps'), (dict(warmup=-1), 'warmup'), (dict(threads=0), 'threads'),
+                                    (dict(group_size=1), 'group_size'), (dict(max_new_tokens=0), 'max_new_tokens')])
+def test_bad_arguments(kw, msg):
+    with pytest.raises(ValueError, match=msg): benchmark(**kw)
+
+def test_main_bench_json_and_last_line(tmp_path, capsys):
+    out = tmp_path / 'r.json'
+    rc = main_bench(['--steps', '1', '--warmup', '0', '--hidden', '32', '--layers', '1', '--heads', '2', '--prompts', '2',
+                     '--group-size', '2', '--max-new-tokens', '4', '--json', str(out)])
+    assert rc == 0
+    saved = json.loads(out.read_text())
+    assert saved['carerft']['tokens'] == saved['trl']['tokens'] == [2 * 2 * 4]
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == summary(saved) and last.startswith('carerft/TRL step-time ratio: ')
+
+def test_main_bench_bad_argument(capsys):
+    assert main_bench(['--threads', '0']) == 2
+    assert 'threads must be an int >= 1' in capsys.readouterr().err
