@@ -117,9 +117,14 @@ def _forward_args(cls) -> frozenset:
     "Names of the arguments of `cls.forward` (looked up once per model class)."
     return frozenset(inspect.signature(cls.forward).parameters)
 
+def _inner(model):
+    "The model under DDP (`.module`) and PEFT (`.get_base_model()`) wrappers, whose forward signature tells what it takes."
+    model = getattr(model, 'module', model)
+    return model.get_base_model() if hasattr(model, 'get_base_model') else model
+
 def _cache_arg(model) -> str:
     "Name of the KV-cache argument: 'cache' (transformers >= 5.24) or 'past_key_values' (earlier versions)."
-    return 'cache' if 'cache' in _forward_args(type(model)) else 'past_key_values'
+    return 'cache' if 'cache' in _forward_args(type(_inner(model))) else 'past_key_values'
 
 def _forward(model, ids, mask, keep: int, position_ids=None, **kw):
     "The model's forward with an explicit mask and positions; returns (logits of the last `keep` positions, output)."
@@ -220,10 +225,47 @@ def sample(model,                       # a transformers causal LM
                 truncated, lengths, tokenizer.batch_decode([c[:n].tolist() for c, n in zip(comp, lengths)], skip_special_tokens=True),
                 [p for p in prompts for _ in range(G)], G)
     if ref_model is not None:
-        with torch.no_grad(): r.ref_logp = token_logprobs(ref_model, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask, temperature)
+        with torch.no_grad(): r.ref_logp = token_logprobs(ref_model, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask,
+                                                          temperature, group_size=G)
     return r
 
 # %% ../nbs/03_rollout.ipynb #c3c0bd44
+def _check_groups(prompt_ids, prompt_mask, group_size: int):
+    "Refuse a `group_size` that does not split the rows into contiguous groups sharing one prompt."
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+        raise ValueError(f"group_size must be an int >= 1, got {group_size!r}")
+    N, P = prompt_ids.shape
+    if N % group_size: raise ValueError(f"group_size={group_size} does not divide the {N} rows")
+    ids, mask = prompt_ids.reshape(-1, group_size, P), prompt_mask.reshape(-1, group_size, P)  # (B, G, P)
+    same = ((ids == ids[:, :1]) & (mask == mask[:, :1])).flatten(1).all(-1)                 # (B,)
+    if not bool(same.all()):
+        b = int((~same).nonzero()[0])
+        raise ValueError(f"group_size={group_size}: rows {b * group_size}..{(b + 1) * group_size - 1} do not share one prompt "
+                         f"(groups must be contiguous copies of the same prompt_ids and prompt_mask, as `sample` makes them)")
+
+def _prefix_ok(model) -> bool:
+    "Whether `model` can score from a cached prompt: its forward takes a cache, and no gradient checkpointing drops it."
+    args = _forward_args(type(_inner(model)))
+    if 'use_cache' not in args or not {'cache', 'past_key_values'} & args: return False
+    return not (model.training and torch.is_grad_enabled() and any(getattr(m, 'gradient_checkpointing', False) for m in model.modules()))
+
+# %% ../nbs/03_rollout.ipynb #da172ef6
+def _shared_prefix_logits(model, prompt_ids, prompt_mask, completion_ids, cmask, G: int):
+    "Logits (N, T, V) predicting each completion token, each of the B = N/G prompts run once; None if no cache came back."
+    P, T = prompt_ids.shape[1], completion_ids.shape[1]
+    pmask = prompt_mask[::G].long()                                               # (B, P)
+    last, out = _forward(model, prompt_ids[::G], pmask, 1, use_cache=True)        # (B, 1, V)
+    cache = out.cache if getattr(out, 'cache', None) is not None else getattr(out, 'past_key_values', None)
+    if not hasattr(cache, 'batch_repeat_interleave'): return None
+    last = last.repeat_interleave(G, 0)                                           # (N, 1, V)
+    if T == 1: return last
+    cache.batch_repeat_interleave(G)                                              # (B, ...) -> (N, ...), differentiable
+    mask = torch.cat([pmask.repeat_interleave(G, 0), cmask[:, :-1].long()], 1)    # (N, P + T - 1)
+    logits, _ = _forward(model, completion_ids[:, :-1], mask, T - 1, position_ids=positions(mask)[:, P:],
+                         use_cache=True, **{_cache_arg(model): cache})            # (N, T - 1, V)
+    return torch.cat([last, logits], 1)                                           # (N, T, V)
+
+# %% ../nbs/03_rollout.ipynb #fbcefce0
 def token_logprobs(model,                          # the policy (gradients flow when enabled) or the reference (wrap in no_grad)
                    prompt_ids: torch.Tensor,       # (N, P) left-padded prompts
                    prompt_mask: torch.Tensor,      # (N, P) 1 on prompt tokens
@@ -231,19 +273,23 @@ def token_logprobs(model,                          # the policy (gradients flow 
                    completion_mask: torch.Tensor,  # (N, T) 1 on completion tokens (float or bool)
                    temperature: float = 1.0,       # the sampling temperature tau
                    return_entropy: bool = False,   # also return the per-token entropy of softmax(logits / tau)
+                   group_size: int = 1,            # G > 1: rows come in contiguous groups of G sharing a prompt, run once
                   ):                               # logp (N, T) float32, 0 where masked; and entropy (N, T) if asked
-    "Log-probs (and optionally entropies) of the completion tokens under `model`, from one forward pass."
+    "Log-probs (and optionally entropies) of the completion tokens under `model`: one pass, or each prompt once if `group_size` > 1."
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     (N, P), T = prompt_ids.shape, completion_ids.shape[-1]
     if prompt_mask.shape != (N, P) or completion_ids.shape != (N, T) or completion_mask.shape != (N, T):
         raise ValueError(f"shapes must be prompt_ids/prompt_mask (N, P) and completion_ids/completion_mask (N, T), got "
                          f"{tuple(prompt_ids.shape)}, {tuple(prompt_mask.shape)}, {tuple(completion_ids.shape)}, {tuple(completion_mask.shape)}")
+    _check_groups(prompt_ids, prompt_mask, group_size)
     cmask = completion_mask.to(torch.float32)
-    ids = torch.cat([prompt_ids, completion_ids], 1)                              # (N, P + T)
-    mask = torch.cat([prompt_mask.long(), cmask.long()], 1)                       # (N, P + T)
-    logits, _ = _forward(model, ids, mask, T + 1, use_cache=False)
-    z = logits[:, :-1].float() / temperature                                      # (N, T, V): positions P-1 .. P+T-2
+    logits = _shared_prefix_logits(model, prompt_ids, prompt_mask, completion_ids, cmask, group_size) \
+        if group_size > 1 and _prefix_ok(model) else None
+    if logits is None:                                                            # one plain pass over [x; y]
+        mask = torch.cat([prompt_mask.long(), cmask.long()], 1)                   # (N, P + T)
+        logits = _forward(model, torch.cat([prompt_ids, completion_ids], 1), mask, T + 1, use_cache=False)[0][:, :-1]
+    z = logits.float() / temperature                                              # (N, T, V): positions P-1 .. P+T-2
     lse = z.logsumexp(-1)                                                         # (N, T)
     logp = (z.gather(-1, completion_ids[..., None]).squeeze(-1) - lse) * cmask   # (N, T)
     if not return_entropy: return logp

@@ -210,10 +210,11 @@ class RFTTrainer:
 def _ref_logprobs(self, r: Rollout):
     "Reference log-probs of the rollout: the reference model, or the LoRA base with the adapter off; None if neither."
     args = (r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask, self.config.temperature)
-    if self.ref_model is not None: return token_logprobs(self.ref_model, *args)
+    G = self.config.group_size                                   # groups share a prompt: score each prompt once
+    if self.ref_model is not None: return token_logprobs(self.ref_model, *args, group_size=G)
     policy = self.accelerator.unwrap_model(self.model)
     if self.config.lora and hasattr(policy, 'disable_adapter'):
-        with policy.disable_adapter(): return token_logprobs(policy, *args)
+        with policy.disable_adapter(): return token_logprobs(policy, *args, group_size=G)
     return None
 
 def _rollout(self, idx: list[int]) -> Rollout:
@@ -264,12 +265,14 @@ def _update(self, r: Rollout, ref_logp) -> dict:
     N, reg = len(r), c.reg if ref_logp is not None or not getattr(c.reg, 'needs_ref', True) else None
     chunks = [torch.arange(i, N, c.grad_accum_steps) for i in range(c.grad_accum_steps)] if N >= c.grad_accum_steps else [torch.arange(N)]
     stats, model = [], model.train()
+    # strided micro-batches keep G/k rows of every group when k divides G, so prompts can still be scored once
+    G = c.group_size if len(chunks) == 1 else (c.group_size // c.grad_accum_steps if c.group_size % c.grad_accum_steps == 0 else 1)
     for it in range(c.num_iterations):
         for j, ix in enumerate(chunks):
             sync = contextlib.nullcontext() if j == len(chunks) - 1 else acc.no_sync(model)
             with sync, acc.autocast():
                 logp, ent = token_logprobs(model, r.prompt_ids[ix], r.prompt_mask[ix], r.completion_ids[ix], r.completion_mask[ix],
-                                           c.temperature, return_entropy=True)
+                                           c.temperature, return_entropy=True, group_size=G)
                 old = logp.detach() if c.num_iterations == 1 else r.logp[ix]
                 loss, s = c.algo.loss(logp, old, None if ref_logp is None else ref_logp[ix], adv[ix], mask[ix], reg or NoKL())
                 ent_mean = (ent * mask[ix]).sum() / mask[ix].sum().clamp(min=1)

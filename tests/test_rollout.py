@@ -258,3 +258,119 @@ def test_completion_masks_edge_cases():
     mask, trunc = completion_masks(torch.tensor([[1, 1, 1], [2, 2, 2], [2, 1, 2]]), eos)
     assert mask.tolist() == [[True, False, False], [True, True, True], [True, True, False]]
     assert trunc.tolist() == [False, True, False]
+
+
+# ---------------------------------------------------------------- group_size: each prompt run once
+from carerft.rollout import _inner
+
+
+def model_calls(model):
+    "Record the (rows, tokens) of every call to the decoder under `model`: shows which scoring path ran."
+    calls = []
+    h = _inner(model).base_model.register_forward_pre_hook(lambda mod, a, kw: calls.append(tuple(kw.get('input_ids', a[0] if a else None).shape)), with_kwargs=True)
+    return calls, h
+
+
+def shared_vs_plain(m, r, temperature, return_entropy, G):
+    "log-probs (and entropies) and parameter gradients from the plain path and from group_size=G."
+    args = (r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask, temperature, return_entropy)
+    w = torch.randn(r.completion_ids.shape, generator=torch.Generator().manual_seed(0))   # a loss touching every token
+    ps = [p for p in m.parameters() if p.requires_grad]
+    res = []
+    for g in (1, G):
+        calls, h = model_calls(m)
+        out = token_logprobs(m, *args, group_size=g); h.remove()
+        out = out if return_entropy else (out,)
+        grads = torch.autograd.grad(sum((o * w).sum() for o in out), ps)
+        res.append((out, grads, calls))
+    return res
+
+
+def assert_shared_equal(res, N, P, T, G):
+    (a, ga, ca), (b, gb, cb) = res
+    assert ca == [(N, P + T)] and cb == ([(N // G, P), (N, T - 1)] if T > 1 else [(N // G, P)])   # the prefix path really ran
+    for x, y in zip(a, b): torch.testing.assert_close(y, x, atol=1e-5, rtol=0)
+    for x, y in zip(ga, gb): torch.testing.assert_close(y, x, atol=1e-5, rtol=1e-5)
+    assert max(x.abs().max() for x in ga) > 0
+
+
+@pytest.mark.parametrize('kind,temperature,return_entropy', [('qwen2', 1.0, False), ('qwen2', 0.7, True),
+                                                             ('gqa', 1.3, True), ('gqa', 1.0, False),
+                                                             ('gpt2', 0.8, True), ('llama', 1.0, True)])
+def test_shared_prefix_matches_plain(tok, kind, temperature, return_entropy):
+    m = {'qwen2': lambda: tiny_model(tok, hidden=32, seed=4), 'gqa': lambda: tiny_model(tok, hidden=32, heads=4, kv_heads=2, layers=3, seed=5),
+         'gpt2': lambda: other_model('gpt2', tok), 'llama': lambda: other_model('llama', tok)}[kind]().train()
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.Dropout): mod.p = 0.0   # GPT-2's dropout: train mode without the noise
+    G = 4
+    r = sample(m, tok, PROMPTS, G, 12, temperature=temperature, generator=torch.Generator().manual_seed(3))
+    assert r.truncated.any() and not r.truncated.all() and (r.prompt_mask == 0).any()   # early EOS in some rows, left padding
+    assert_shared_equal(shared_vs_plain(m, r, temperature, return_entropy, G), len(r), r.prompt_ids.shape[1], r.completion_ids.shape[1], G)
+
+
+def test_shared_prefix_sub_groups_and_one_token(tok):
+    "group_size may be any divisor of the copies (e.g. micro-batches holding half a group); T = 1 needs no completion pass."
+    m = tiny_model(tok, hidden=32, heads=4, kv_heads=2, seed=6).train()
+    r = sample(m, tok, PROMPTS, 6, 9, generator=torch.Generator().manual_seed(0))
+    N, P, T = len(r), r.prompt_ids.shape[1], r.completion_ids.shape[1]
+    assert_shared_equal(shared_vs_plain(m, r, 1.0, True, 3), N, P, T, 3)
+    r1 = sample(m, tok, PROMPTS, 3, 1, generator=torch.Generator().manual_seed(0))
+    assert_shared_equal(shared_vs_plain(m, r1, 0.9, True, 3), len(r1), r1.prompt_ids.shape[1], 1, 3)
+
+
+def test_shared_prefix_peft(tok):
+    peft = pytest.importorskip('peft')
+    m = peft.get_peft_model(tiny_model(tok, hidden=32, seed=7), peft.LoraConfig(r=4, target_modules=['q_proj', 'v_proj'], lora_dropout=0.0))
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if 'lora_B' in n: p.normal_(0, 0.1)   # a live adapter, so its gradients are not trivially shared
+    r = sample(_inner(m), tok, PROMPTS, 3, 10, generator=torch.Generator().manual_seed(0))
+    assert_shared_equal(shared_vs_plain(m.train(), r, 1.0, False, 3), len(r), r.prompt_ids.shape[1], r.completion_ids.shape[1], 3)
+
+
+class NoCacheLM(torch.nn.Module):
+    "A causal LM whose forward takes no KV cache."
+    def __init__(self, m): super().__init__(); self.m = m
+    def forward(self, input_ids, attention_mask, position_ids, use_cache=False):
+        return self.m(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+
+
+class IgnoresCacheLM(NoCacheLM):
+    "Takes a cache argument but never returns one."
+    def forward(self, input_ids, attention_mask, position_ids, use_cache=False, past_key_values=None):
+        return super().forward(input_ids, attention_mask, position_ids)
+
+
+def test_shared_prefix_falls_back(tok):
+    "No cache in the forward's signature, or gradient checkpointing in training: the plain path, same numbers."
+    m = tiny_model(tok, hidden=32, seed=8)
+    r = sample(m, tok, PROMPTS, 3, 8, generator=torch.Generator().manual_seed(0))
+    args = (r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask)
+    expect = token_logprobs(m, *args)
+    for wrapped in (NoCacheLM(m), IgnoresCacheLM(m)):
+        torch.testing.assert_close(token_logprobs(wrapped, *args, group_size=3), expect, atol=1e-6, rtol=0)
+    m.gradient_checkpointing_enable(); m.train()
+    calls, h = model_calls(m)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')                 # no "caching is incompatible with gradient checkpointing" warning
+        out = token_logprobs(m, *args, group_size=3)
+    h.remove()
+    assert calls == [(len(r), r.prompt_ids.shape[1] + r.completion_ids.shape[1])]
+    torch.testing.assert_close(out, expect, atol=1e-5, rtol=0)
+    out.sum().backward()
+    assert m.model.embed_tokens.weight.grad.abs().sum() > 0
+
+
+def test_shared_prefix_bad_groups(tok, model):
+    r = sample(model, tok, PROMPTS, 2, 4, generator=torch.Generator().manual_seed(0))
+    args = (r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask)
+    for g in (0, -2, 2.0, True, None):
+        with pytest.raises(ValueError, match='group_size'): token_logprobs(model, *args, group_size=g)
+    with pytest.raises(ValueError, match=r'group_size=3 does not divide the 8 rows'): token_logprobs(model, *args, group_size=3)
+    with pytest.raises(ValueError, match=r'group_size=4: rows 0\.\.3 do not share one prompt'): token_logprobs(model, *args, group_size=4)
+    perm = torch.tensor([0, 1, 2, 3, 4, 6, 5, 7])      # the third group mixes prompts 2 and 3
+    with pytest.raises(ValueError, match=r'group_size=2: rows 4\.\.5'):
+        token_logprobs(model, *(a[perm] for a in args), group_size=2)
+    ids, mask = r.prompt_ids.clone(), r.prompt_mask.clone()
+    mask[1, 0] = 1 - mask[1, 0]                         # same ids, different mask
+    with pytest.raises(ValueError, match=r'rows 0\.\.1'): token_logprobs(model, ids, mask, *args[2:], group_size=2)
