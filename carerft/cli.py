@@ -161,6 +161,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_train_args(sub.add_parser('train', help='RL-finetune a causal LM (GRPO/DAPO/GSPO with no KL, RKL or CARE)'))
     from carerft.evaluate import add_eval_parser
     add_eval_parser(sub)
+    from carerft.compare import add_compare_parser
+    add_compare_parser(sub)
     sub.add_parser('bench', add_help=False, help='median RL step time of carerft vs TRL GRPOTrainer on the same tiny model (needs trl)')
     return p
 
@@ -174,6 +176,9 @@ def main(argv=None) -> int:
     try:
         if args.command == 'explain': explain(args.alpha, args.beta, args.pi_ref, args.out or None)
         elif args.command == 'train': train_cmd(_train_options(args))
+        elif args.command == 'compare':
+            from carerft.compare import compare_from_args
+            compare_from_args(args)
         elif args.command == 'eval':
             from carerft.evaluate import run_eval, markdown_table
             print(markdown_table(run_eval(args)))
