@@ -50,7 +50,7 @@ def arm_name(arm: dict) -> str:
     return s + f"-s{arm['seed']}"
 
 # %% ../nbs/12_compare.ipynb #53f90f13
-RL_DEFAULTS = dict(group_size=8, prompts_per_step=32, max_new_tokens=4, temperature=1.0, lr=2e-4, steps=600,
+RL_DEFAULTS = dict(group_size=8, prompts_per_step=32, max_new_tokens=4, temperature=1.0, lr=5e-4, steps=600,
                    max_grad_norm=1.0, save_every=100)
 
 def run_arm(arm: dict, world: tw.ToyWorldConfig, out: Path, rl: dict | None = None, eval_kw: dict | None = None,

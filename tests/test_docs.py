@@ -25,7 +25,7 @@ def test_readme_is_generated_from_index(site):
     want = to_md(ROOT / '_proc' / 'index.ipynb')
     assert (ROOT / 'README.md').read_text() == want, 'README.md is stale: run python tools/make_readme.py _proc/index.ipynb README.md'
     first = [l for l in want.splitlines() if l.startswith(('git clone', 'python3 -m venv'))]
-    assert 'carerft' in first[0] and 'pytest' in first[1], first   # the two commands a new user copies, in order
+    assert 'carerft compare' in first[0] and 'pytest' in first[1], first   # the two commands a new user copies, in order
 
 def _chromium():
     for name in ('chromium', 'chromium-browser', 'google-chrome'):
