@@ -179,13 +179,11 @@ def plot_report(arms: list[dict], out: Path) -> list[Path]:
     paths, groups = [], group_arms(arms)
     for ykey, name in (('ece', 'accuracy_vs_ece.png'), ('hallucination_rate', 'accuracy_vs_hallucination.png')):
         fig, ax = plt.subplots(figsize=(5.5, 4))
-        for i, (key, g) in enumerate(groups.items()):
+        for i, (key, g) in enumerate(groups.items()):   # one small dot per seed, a large marker at the mean (CIs: the table)
             xs, ys = [a.get(ykey, math.nan) for a in g], [a.get('accuracy', math.nan) for a in g]
             c = 'k' if key[1] == 'base' else f'C{i}'
             ax.scatter(xs, ys, color=c, alpha=0.35, s=18)
-            (mx, hx), (my, hy) = mean_ci(xs), mean_ci(ys)
-            ax.errorbar([mx], [my], xerr=None if math.isnan(hx) else [hx], yerr=None if math.isnan(hy) else [hy],
-                        fmt='s' if key[1] == 'base' else 'o', color=c, label=_label(key), capsize=3)
+            ax.scatter([mean_ci(xs)[0]], [mean_ci(ys)[0]], color=c, marker='s' if key[1] == 'base' else 'o', s=60, label=_label(key))
         ax.set(xlabel=ykey.replace('_', ' ') + ' (lower is better)', ylabel='accuracy (answerable, majority vote)')
         ax.legend(fontsize=7); fig.tight_layout(); fig.savefig(out / name, dpi=110); plt.close(fig); paths.append(out / name)
     curves = _curves(out, arms)
