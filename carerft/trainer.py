@@ -9,6 +9,7 @@ __all__ = ['RFTConfig', 'check_rewards', 'chunk_weight', 'RFTTrainer', 'train_st
 import contextlib
 import csv
 import json
+import logging
 import math
 import time
 import warnings
@@ -322,7 +323,10 @@ def _checkpoints(self) -> list[Path]:
 def save_checkpoint(self) -> Path:
     "Save model, optimiser, scheduler, RNGs and the trainer state to output_dir/checkpoints/step-N; prune old ones."
     path = self.out / 'checkpoints' / f'step-{self.state.step}'
-    self.accelerator.save_state(str(path))
+    quiet = logging.getLogger('accelerate.utils.other')      # tied embeddings: "Removed shared tensor" on every save
+    level = quiet.level; quiet.setLevel(logging.ERROR)
+    try: self.accelerator.save_state(str(path))
+    finally: quiet.setLevel(level)
     if self.accelerator.is_main_process:
         for old in self._checkpoints()[:-self.config.keep_checkpoints]:
             import shutil; shutil.rmtree(old, ignore_errors=True)
