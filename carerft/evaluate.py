@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from .answers import extract_answer, extract_gsm8k, is_equivalent, is_abstention
 from .calibration import ece, brier, auroc, bootstrap_ci, self_consistency, reliability_diagram
-from .rollout import sample, token_logprobs, encode_prompts, special_ids, completion_masks
+from .rollout import sample, token_logprobs, encode_prompts, special_ids
 
 # %% ../nbs/07_evaluate.ipynb #4f066722
 def normalize_text(s: str) -> str:
@@ -167,15 +167,8 @@ def greedy(model, tokenizer,              # a transformers causal LM and its tok
            prompts: list,                 # B prompt strings
            max_new_tokens: int,           # longest completion, in tokens
           ) -> list[str]:                 # B decoded completions (up to the first EOS, special tokens skipped)
-    "Greedy (argmax) completions of a batch of prompts."
-    pad_id, eos = special_ids(tokenizer, model)
-    ids, mask = encode_prompts(tokenizer, prompts, pad_id)                       # (B, P)
-    dev = next(model.parameters()).device
-    out = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens, do_sample=False,
-                         pad_token_id=pad_id, eos_token_id=eos, temperature=None, top_p=None, top_k=None)
-    comp = out[:, ids.shape[1]:]                                                 # (B, T)
-    cmask, _ = completion_masks(comp, torch.tensor(eos, device=comp.device))
-    return tokenizer.batch_decode([c[:n].tolist() for c, n in zip(comp, cmask.sum(-1))], skip_special_tokens=True)
+    "Greedy (argmax) completions of a batch of prompts: the rollout sampler with top_k=1 (equal to generate's greedy, tested there)."
+    return sample(model, tokenizer, list(prompts), 1, max_new_tokens, top_k=1).completions
 
 # %% ../nbs/07_evaluate.ipynb #23318415
 ABSTAIN = '[abstain]'   # the answer of an abstaining sample, in the majority vote

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast, Qwen2ForCausalLM
 from .tiny import char_tokenizer, tiny_model
 from .rollout import sample
+from .evaluate import greedy
 from .calibration import auroc, brier, ece, self_consistency
 
 # %% ../nbs/08_toyworld.ipynb #387ceec4
@@ -258,10 +259,9 @@ def _majorities(model, tokenizer, prompts, n_samples, temperature, generator, ba
             out.append((comps, *self_consistency(comps)))
     return out
 
-def _greedy(model, tokenizer, prompts, batch_size=256):
-    "The arg-max completion of each prompt (top-k = 1 sampling)."
-    return [c.strip() for i in range(0, len(prompts), batch_size)
-            for c in sample(model, tokenizer, prompts[i:i + batch_size], 1, len(ABSTAIN) + 1, top_k=1).completions]
+def _greedy(model, tokenizer, prompts):
+    "The arg-max completion of each prompt, stripped (carerft.evaluate.greedy)."
+    return [c.strip() for c in greedy(model, tokenizer, prompts, len(ABSTAIN) + 1)]
 
 # %% ../nbs/08_toyworld.ipynb #f36d8e93
 def evaluate_world(model, tokenizer, config: ToyWorldConfig,
