@@ -132,14 +132,49 @@ def _forward(model, ids, mask, keep: int, position_ids=None, **kw):
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask) if position_ids is None else position_ids, **kw)
     return out.logits[:, -keep:], out
 
+# %% ../nbs/03_rollout.ipynb #0a17d6df
+@functools.lru_cache(maxsize=None)
+def _grow_layer():
+    "A DynamicLayer whose update writes into a preallocated buffer (None if this transformers has no DynamicLayer)."
+    try: from transformers.cache_utils import DynamicLayer
+    except ImportError: return None
+    class _GrowLayer(DynamicLayer):
+        "Keys/values live in buffers (N, H, capacity, D); `keys`/`values` are views of the filled part."
+        def update(self, key_states, value_states, *args, **kwargs):
+            L, n = self.keys.shape[-2], key_states.shape[-2]
+            if L + n > self._kbuf.shape[-2]:                                     # overflow: back to appending
+                self.__class__ = DynamicLayer
+                return DynamicLayer.update(self, key_states, value_states, *args, **kwargs)
+            self._kbuf[:, :, L:L + n], self._vbuf[:, :, L:L + n] = key_states, value_states
+            self.keys, self.values = self._kbuf[:, :, :L + n], self._vbuf[:, :, :L + n]
+            return self.keys, self.values
+    return _GrowLayer, DynamicLayer
+
+def _preallocate(cache, extra: int) -> int:
+    "Give every plain dynamic layer of `cache` room for `extra` more positions, written in place; returns how many layers."
+    cls = _grow_layer()
+    if cls is None or not isinstance(getattr(cache, 'layers', None), list): return 0
+    grow, plain, n = *cls, 0
+    for layer in cache.layers:
+        if type(layer) is not plain or not layer.is_initialized or layer.keys is None or layer.keys.ndim != 4: continue
+        N, H, L, D = layer.keys.shape
+        kbuf, vbuf = layer.keys.new_empty(N, H, L + extra, D), layer.values.new_empty(N, H, L + extra, layer.values.shape[-1])
+        kbuf[:, :, :L], vbuf[:, :, :L] = layer.keys, layer.values
+        layer.__class__, layer._kbuf, layer._vbuf = grow, kbuf, vbuf
+        layer.keys, layer.values = kbuf[:, :, :L], vbuf[:, :, :L]
+        n += 1
+    return n
+
 # %% ../nbs/03_rollout.ipynb #fdf566e6
 @torch.inference_mode()
-def _decode(model, ids, mask, G, max_new_tokens, eos_ids, pad_id, temperature, generator, banned, top_k, top_p):
-    "Prefill (B, P) prompts once, repeat the cache G times, decode; returns (ids (N, T), logp (N, T)) as inference tensors."
+def _decode(model, ids, mask, G, max_new_tokens, eos_ids, pad_id, temperature, generator, banned, top_k, top_p,
+            preallocate: bool = True):
+    "Prefill (B, P) prompts once, repeat the cache G times, preallocate it, decode; returns (ids (N, T), logp (N, T)) as inference tensors."
     N, P, dev, cache_arg = ids.shape[0] * G, ids.shape[1], ids.device, _cache_arg(model)
     logits, out = _forward(model, ids, mask, 1, use_cache=True)
     cache = out.cache if getattr(out, 'cache', None) is not None else out.past_key_values
     cache.batch_repeat_interleave(G)
+    if preallocate: _preallocate(cache, max_new_tokens)                              # in-place appends from here on
     logits = logits[:, -1].repeat_interleave(G, 0)                                  # (N, V)
     pos = positions(mask)[:, -1:].repeat_interleave(G, 0)                           # (N, 1)
     attn = torch.ones(N, P + max_new_tokens, dtype=mask.dtype, device=dev)         # (N, P + T), sliced per step
