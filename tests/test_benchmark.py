@@ -8,7 +8,9 @@ import pytest
 import torch
 
 pytest.importorskip('trl')
-from carerft.benchmark import benchmark, main_bench, summary, bench_prompts, CHARS
+from carerft.benchmark import benchmark, main_bench, summary, bench_prompts, CHARS, work_model, matched_configs, count_a
+from carerft.tiny import char_tokenizer, tiny_model
+from carerft.trainer import RFTTrainer
 
 SMALL = dict(hidden=32, layers=1, heads=2)
 
@@ -44,12 +46,38 @@ def test_threads_restored(res):
     benchmark(steps=1, warmup=0, threads=1, prompts_per_step=2, group_size=2, max_new_tokens=2, verbose=False, **SMALL)
     assert torch.get_num_threads() == before
 
-def test_prompts_equal_length():
-    ps = bench_prompts(8)
-    assert len(set(ps)) == 8 and {len(p) for p in ps} == {20} and set(''.join(ps)) <= set(CHARS)
+@pytest.mark.parametrize('length', [13, 20, 64, 200])
+def test_prompts_equal_length(length):
+    ps = bench_prompts(8, length)
+    assert len(set(ps)) == 8 and {len(p) for p in ps} == {length} and set(''.join(ps)) <= set(CHARS)
+    tok = char_tokenizer(CHARS)
+    assert {len(ids) for ids in tok(ps)['input_ids']} == {length}          # P characters are P tokens, no specials added
+
+def test_settings_record_prompt_len(res):
+    assert res['settings']['prompt_len'] == 64
+    assert res['ratio_work'] == pytest.approx(work_model(4, 4, 64, 32)['ratio'])
+
+@pytest.mark.parametrize('B,G,P,T', [(2, 4, 13, 5), (3, 2, 20, 1), (1, 3, 30, 4)])
+def test_work_model_counts_carerft_positions(tmp_path, B, G, P, T):
+    "work_model's carerft counts equal the token positions a real train_step feeds its policy and reference models."
+    tok = char_tokenizer(CHARS)
+    cfg, _ = matched_configs(str(tmp_path), prompts_per_step=B, group_size=G, max_new_tokens=T, steps=1)
+    policy, ref = tiny_model(tok, hidden=16, layers=1, heads=2), tiny_model(tok, hidden=16, layers=1, heads=2)
+    seen = dict(policy=0, ref=0)
+    def counter(name):
+        def hook(module, args, kwargs): seen[name] += kwargs['input_ids'].numel()
+        return hook
+    policy.register_forward_pre_hook(counter('policy'), with_kwargs=True)
+    ref.register_forward_pre_hook(counter('ref'), with_kwargs=True)
+    tr = RFTTrainer(policy, tok, [{'prompt': p} for p in bench_prompts(B, P)], count_a, cfg, ref_model=ref)
+    tr.train_step()
+    w = work_model(B, G, P, T)['carerft']
+    assert seen['ref'] == w['reference']
+    assert seen['policy'] == w['generate'] + w['policy'] // 3               # decode loop + the one scoring forward
 
 @pytest.mark.parametrize('kw,msg', [(dict(steps=0), 'steps'), (dict(warmup=-1), 'warmup'), (dict(threads=0), 'threads'),
-                                    (dict(group_size=1), 'group_size'), (dict(max_new_tokens=0), 'max_new_tokens')])
+                                    (dict(group_size=1), 'group_size'), (dict(max_new_tokens=0), 'max_new_tokens'),
+                                    (dict(prompt_len=12), 'prompt_len')])
 def test_bad_arguments(kw, msg):
     with pytest.raises(ValueError, match=msg): benchmark(**kw)
 
