@@ -215,6 +215,7 @@ def dynamic_sample(sample: Callable[[], tuple[torch.Tensor, list]], # () -> ((k*
                    n_groups: int,       # groups wanted in the batch
                    group_size: int,     # G, completions per prompt
                    max_rounds: int = 4, # most calls of `sample`; a warning names it when hit
+                   all_done: Callable[[bool], bool] | None = None, # several processes: this one's "enough" -> everyone's
                   ) -> tuple[list, torch.Tensor, dict]: # (kept groups, their (n*G,) rewards, {'rounds', 'sampled', 'kept'})
     "DAPO's dynamic sampling: keep groups with non-equal rewards from repeated `sample()` calls until `n_groups` are kept."
     n_groups, G = _check_int(n_groups, 'n_groups', 1), _check_int(group_size, 'group_size', 2)
@@ -226,8 +227,9 @@ def dynamic_sample(sample: Callable[[], tuple[torch.Tensor, list]], # () -> ((k*
         keep, sampled = filter_groups(rewards, G), sampled + len(groups)
         kept += [grp for grp, k in zip(groups, keep.tolist()) if k]
         kept_r += [r for r, k in zip(torch.as_tensor(rewards).view(-1, G), keep.tolist()) if k]
-        if len(kept) >= n_groups: break
-    else: warnings.warn(f"dynamic sampling hit max_rounds={max_rounds}: kept {len(kept)} of the {n_groups} groups wanted "
+        enough = len(kept) >= n_groups
+        if (all_done(enough) if all_done is not None else enough): break
+    if len(kept) < n_groups: warnings.warn(f"dynamic sampling hit max_rounds={max_rounds}: kept {len(kept)} of the {n_groups} groups wanted "
                         f"({sampled} groups sampled); raise max_rounds or expect smaller batches", stacklevel=2)
     rewards = torch.cat(kept_r[:n_groups]) if kept_r else torch.zeros(0)
     return kept[:n_groups], rewards, dict(rounds=rounds, sampled=sampled, kept=min(len(kept), n_groups))

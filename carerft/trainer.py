@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import gather_object, set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
@@ -108,10 +108,12 @@ def chunk_weight(algo, mask_chunk: torch.Tensor, mask: torch.Tensor) -> float:
 
 # %% ../nbs/04_trainer.ipynb #e4dd88a7
 class _State:
-    "The trainer's own resumable state (registered with accelerate for checkpointing)."
-    def __init__(self, seed: int, n_rows: int, device):
+    "The trainer's own resumable state (registered with accelerate for checkpointing); one per process."
+    def __init__(self, seed: int, n_rows: int, device, rank: int = 0, world: int = 1, gather: Callable | None = None):
         self.seed, self.n_rows, self.step, self.epoch, self.pos = seed, n_rows, 0, 0, 0
-        self.gen = torch.Generator(device=device).manual_seed(seed)
+        self.rank, self.world, self.gather = rank, world, gather     # gather([obj]) -> [obj of every process] (world > 1)
+        stream = (seed + rank * 0x9E3779B97F4A7C15) % 2**63   # each process its own stream; process 0 uses `seed`
+        self.gen = torch.Generator(device=device).manual_seed(stream)
         self.perm = self._perm()
     def _perm(self): return torch.randperm(self.n_rows, generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch)).tolist()
     def next_rows(self, k: int) -> list[int]:
@@ -121,10 +123,19 @@ class _State:
             if self.pos >= self.n_rows: self.epoch, self.pos = self.epoch + 1, 0; self.perm = self._perm()
             take = self.perm[self.pos:self.pos + k - len(out)]; out += take; self.pos += len(take)
         return out
-    def state_dict(self): return dict(step=self.step, epoch=self.epoch, pos=self.pos, gen=self.gen.get_state())
+    def _local(self): return dict(epoch=self.epoch, pos=self.pos, gen=self.gen.get_state())
+    def state_dict(self):
+        "This process's state, plus every process's (gathered: accelerate calls this on all of them, the main one writes it)."
+        ranks = self.gather([self._local()]) if self.world > 1 else [self._local()]
+        return dict(step=self.step, **ranks[0], ranks=ranks)
     def load_state_dict(self, d):
-        self.step, self.epoch, self.pos = d['step'], d['epoch'], d['pos']
-        self.gen.set_state(d['gen']); self.perm = self._perm()
+        ranks = d.get('ranks', [d])
+        if len(ranks) != self.world:
+            warnings.warn(f"checkpoint was written by {len(ranks)} process(es), resuming with {self.world}: every process "
+                          "continues from the first one's data position and sampling state")
+        mine = ranks[self.rank] if len(ranks) == self.world else ranks[0]
+        self.step, self.epoch, self.pos = d['step'], mine['epoch'], mine['pos']
+        self.gen.set_state(mine['gen']); self.perm = self._perm()
 
 # %% ../nbs/04_trainer.ipynb #855d97cf
 class _Logger:
@@ -195,7 +206,7 @@ class RFTTrainer:
         self.ref_model = ref_model
         if ref_model is not None:
             self.ref_model = ref_model.to(acc.device).eval().requires_grad_(False)
-        self.state = _State(config.seed, len(self.rows), acc.device)
+        self.state = _State(config.seed, len(self.rows), acc.device, acc.process_index, acc.num_processes, gather_object)
         acc.register_for_checkpointing(self.state)
         self.log = _Logger(self.out, acc.is_main_process)
         if config.resume: self.resume()
@@ -248,7 +259,11 @@ def _collect(self):
     def more():
         r = draw(); seen.append(r)
         return r.rewards, [(r, torch.arange(b * G, (b + 1) * G)) for b in range(len(r) // G)]
-    groups, _, info = dynamic_sample(more, c.prompts_per_step // acc.num_processes, G, c.max_sampling_rounds)
+    def all_done(enough: bool) -> bool:                              # refill rounds are agreed by all processes
+        return enough if acc.num_processes == 1 else bool(acc.gather(torch.tensor([enough], device=acc.device)).all())
+    groups, _, info = dynamic_sample(more, c.prompts_per_step // acc.num_processes, G, c.max_sampling_rounds, all_done)
+    if acc.num_processes > 1:                                        # equal batches: the same micro-batches and all-reduces everywhere
+        groups = groups[:int(acc.gather(torch.tensor([len(groups)], device=acc.device)).min())]
     frac = 1 - info['kept'] / max(1, info['sampled']) if info['kept'] < c.prompts_per_step // acc.num_processes else \
         sum((r.rewards.view(-1, G).amax(-1) == r.rewards.view(-1, G).amin(-1)).float().sum().item() for r in seen) / info['sampled']
     if not groups: return None, 1.0

@@ -124,6 +124,44 @@ def test_two_process_accelerate_launch(tmp_path):
     res = json.loads((tmp_path / 'ddp.json').read_text())
     assert res == dict(n=2, same=True)
 
+RESUME_SCRIPT = textwrap.dedent('''
+    import sys, json, torch
+    sys.path.insert(0, {tests!r})
+    from test_trainer import make, reward
+    from carerft.algos import DAPO
+    def flat(t): return torch.cat([p.detach().flatten() for p in t.model.parameters()])
+    def sparse(prompts, completions, **kw):          # prompts 'xx' and 'xxx' always give all-equal (zero) rewards
+        return [0.0 if p in ('xx', 'xxx') else r for p, r in zip(prompts, reward(prompts, completions, **kw))]
+    def run(out, **kw):
+        t = make(out, steps=4, algo=DAPO(overlong_penalty=0.0), save_every=0, max_sampling_rounds=3, **kw); t.reward_fn = sparse
+        return t
+    a = run({out!r} + '/a'); a.train()
+    b = run({out!r} + '/b'); b.train(until=2)
+    c = run({out!r} + '/b', resume=True); c.train()
+    acc = a.accelerator
+    same = acc.gather(torch.tensor([torch.equal(flat(a), flat(c))]))                  # every rank: resumed == straight
+    pos = acc.gather(torch.tensor([[a.state.epoch, a.state.pos, c.state.epoch, c.state.pos]]))
+    seeds = acc.gather(torch.tensor([a.state.gen.initial_seed()]))
+    if acc.is_main_process:
+        json.dump(dict(n=acc.num_processes, same=same.tolist(), pos=pos.tolist(), seeds=seeds.tolist()), open({out!r} + '/resume.json', 'w'))
+''')
+
+def test_two_process_resume_with_dynamic_sampling(tmp_path):
+    """Two processes, DAPO with dynamic sampling (ranks refill different numbers of times on their own): 2 steps +
+    resume + 2 steps equals 4 steps on every rank, the ranks stay at the same data position, and they sample from
+    different random streams."""
+    script = tmp_path / 'resume.py'
+    script.write_text(RESUME_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path)))
+    env = dict(os.environ, OMP_NUM_THREADS='1', ACCELERATE_USE_CPU='true')
+    r = subprocess.run([sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
+                        '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no', str(script)],
+                       capture_output=True, text=True, env=env, timeout=300)   # a collective mismatch hangs: fail instead
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = json.loads((tmp_path / 'resume.json').read_text())
+    assert res['n'] == 2 and res['same'] == [True, True]
+    assert res['pos'][0] == res['pos'][1]                 # same (epoch, pos) on both ranks, straight and resumed
+    assert res['seeds'][0] != res['seeds'][1]             # independent sampling streams
+
 def test_lora_without_reference_and_gradient_checkpointing(tmp_path):
     "With a LoRA adapter the reference is the base model with the adapter switched off: no ref_model needed."
     pytest.importorskip('peft')
