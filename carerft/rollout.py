@@ -128,7 +128,7 @@ def _cache_arg(model) -> str:
 
 def _forward(model, ids, mask, keep: int, position_ids=None, **kw):
     "The model's forward with an explicit mask and positions; returns (logits of the last `keep` positions, output)."
-    if 'logits_to_keep' in _forward_args(type(model)): kw['logits_to_keep'] = keep   # skip the LM head elsewhere
+    if 'logits_to_keep' in _forward_args(type(_inner(model))): kw['logits_to_keep'] = keep   # skip the LM head elsewhere
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask) if position_ids is None else position_ids, **kw)
     return out.logits[:, -keep:], out
 
@@ -168,7 +168,7 @@ def _preallocate(cache, extra: int) -> int:
 # %% ../nbs/03_rollout.ipynb #fdf566e6
 @torch.inference_mode()
 def _decode(model, ids, mask, G, max_new_tokens, eos_ids, pad_id, temperature, generator, banned, top_k, top_p,
-            preallocate: bool = True):
+            preallocate: bool = True, all_done=None):
     "Prefill (B, P) prompts once, repeat the cache G times, preallocate it, decode; returns (ids (N, T), logp (N, T)) as inference tensors."
     N, P, dev, cache_arg = ids.shape[0] * G, ids.shape[1], ids.device, _cache_arg(model)
     logits, out = _forward(model, ids, mask, 1, use_cache=True)
@@ -186,7 +186,7 @@ def _decode(model, ids, mask, G, max_new_tokens, eos_ids, pad_id, temperature, g
         tok, lp = sample_token(logits, temperature, generator, top_k, top_p, banned)
         toks[:, t], logp[:, t] = tok.masked_fill(done, pad_id), lp.masked_fill(done, 0.0)
         done |= torch.isin(tok, eos_ids)
-        if t == max_new_tokens - 1 or bool(done.all()): break
+        if t == max_new_tokens - 1 or (all_done or bool)(bool(done.all())): break
         pos = pos + 1
         logits, out = _forward(model, toks[:, t:t + 1], attn[:, :P + t + 1], 1, position_ids=pos,
                                use_cache=True, **{cache_arg: cache})
@@ -219,6 +219,7 @@ def sample_ids(model,                       # a transformers causal LM (anything
                suppress_eos: bool = False,  # never sample EOS (fixed-length completions, e.g. for benchmarks)
                top_k: int | None = None,    # sample among the k most likely tokens only
                top_p: float | None = None,  # sample within the top-p nucleus only
+               all_done=None,               # several processes with sharded weights (FSDP, ZeRO-3): this one's "all rows done" -> everyone's
               ) -> tuple:                   # (completion_ids (N, T') long, logp (N, T') float32), T' <= T, N = B*G
     "Sample G completions per prompt with a KV cache; returns ids (pad after the first EOS) and their log-probs at `temperature`."
     device = next(model.parameters()).device
@@ -227,7 +228,7 @@ def sample_ids(model,                       # a transformers causal LM (anything
         raise ValueError(f"prompt_ids and prompt_mask must be (B, P) with at least one prompt token per row, got {tuple(prompt_ids.shape)} and {tuple(prompt_mask.shape)}")
     eos_ids = torch.as_tensor(eos_ids, device=device).reshape(-1)
     ids, logp = _decode(model, prompt_ids.to(device), prompt_mask.to(device), group_size, max_new_tokens, eos_ids, pad_id,
-                        float(temperature), generator, eos_ids if suppress_eos else None, top_k, top_p)
+                        float(temperature), generator, eos_ids if suppress_eos else None, top_k, top_p, all_done=all_done)
     return ids.clone(), logp.clone()   # out of inference mode: usable in autograd
 
 # %% ../nbs/03_rollout.ipynb #de5060fa
@@ -243,6 +244,7 @@ def sample(model,                       # a transformers causal LM
            top_k: int | None = None,    # sample among the k most likely tokens only
            top_p: float | None = None,  # sample within the top-p nucleus only
            ref_model=None,              # if given, also fill `ref_logp` with this model's log-probs at `temperature`
+           all_done=None,               # sharded multi-process models: turns this process's "all rows done" into everyone's
           ) -> Rollout:
     "Sample `group_size` completions for each prompt and return them with log-probs, masks and truncation flags."
     if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
@@ -252,7 +254,7 @@ def sample(model,                       # a transformers causal LM
     pad_id, eos = special_ids(tokenizer, model)
     ids, mask = encode_prompts(tokenizer, prompts, pad_id, max_prompt_len)       # (B, P)
     comp, logp = sample_ids(model, ids, mask, group_size, max_new_tokens, eos, pad_id, temperature, generator,
-                            suppress_eos, top_k, top_p)                        # (N, T)
+                            suppress_eos, top_k, top_p, all_done)              # (N, T)
     cmask, truncated = completion_masks(comp, torch.tensor(eos, device=comp.device))
     lengths = cmask.sum(-1)                                                      # (N,)
     G, dev = group_size, comp.device

@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import DistributedType, gather_object, set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
@@ -206,6 +206,7 @@ class RFTTrainer:
         self.ref_model = ref_model
         if ref_model is not None:
             self.ref_model = ref_model.to(acc.device).eval().requires_grad_(False)
+        self._sharded = acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED) and acc.num_processes > 1
         self.state = _State(config.seed, len(self.rows), acc.device, acc.process_index, acc.num_processes, gather_object)
         acc.register_for_checkpointing(self.state)
         self.log = _Logger(self.out, acc.is_main_process)
@@ -216,6 +217,11 @@ class RFTTrainer:
         try: from peft import LoraConfig, get_peft_model
         except ImportError: raise ValueError("config.lora needs the peft package: pip install peft") from None
         return get_peft_model(model, LoraConfig(task_type='CAUSAL_LM', **lora))
+
+    def _all_done(self, done: bool) -> bool:
+        "Whether every process is done (an all-gather): sharded models must stop decoding together."
+        acc = self.accelerator
+        return done if acc.num_processes == 1 else bool(acc.gather(torch.tensor([done], device=acc.device)).all())
 
 # %% ../nbs/04_trainer.ipynb #56061af1
 @torch.no_grad()
@@ -231,11 +237,12 @@ def _ref_logprobs(self, r: Rollout):
 
 def _rollout(self, idx: list[int]) -> Rollout:
     "Sample G completions for the rows `idx`, score them and attach rows, raw and shaped rewards."
-    c, policy = self.config, self.accelerator.unwrap_model(self.model)
+    c, acc = self.config, self.accelerator
+    policy = self.model if self._sharded else acc.unwrap_model(self.model)   # sharded weights: the wrapper gathers them
     rows = [self.rows[i] for i in idx]
     policy.eval()
     r = sample(policy, self.tokenizer, [row['prompt'] for row in rows], c.group_size, c.max_new_tokens, c.temperature,
-               c.max_prompt_len, self.state.gen, c.suppress_eos, top_p=c.top_p)
+               c.max_prompt_len, self.state.gen, c.suppress_eos, top_p=c.top_p, all_done=self._all_done if self._sharded else None)
     r.rows = [row for row in rows for _ in range(c.group_size)]
     columns = {k: [row[k] for row in r.rows] for k in rows[0] if k != 'prompt'}
     r.raw_rewards = check_rewards(self.reward_fn(r.prompts, r.completions, **columns), len(r))
@@ -259,9 +266,8 @@ def _collect(self):
     def more():
         r = draw(); seen.append(r)
         return r.rewards, [(r, torch.arange(b * G, (b + 1) * G)) for b in range(len(r) // G)]
-    def all_done(enough: bool) -> bool:                              # refill rounds are agreed by all processes
-        return enough if acc.num_processes == 1 else bool(acc.gather(torch.tensor([enough], device=acc.device)).all())
-    groups, _, info = dynamic_sample(more, c.prompts_per_step // acc.num_processes, G, c.max_sampling_rounds, all_done)
+    groups, _, info = dynamic_sample(more, c.prompts_per_step // acc.num_processes, G, c.max_sampling_rounds,
+                                     self._all_done)                 # refill rounds are agreed by all processes
     if acc.num_processes > 1:                                        # equal batches: the same micro-batches and all-reduces everywhere
         groups = groups[:int(acc.gather(torch.tensor([len(groups)], device=acc.device)).min())]
     frac = 1 - info['kept'] / max(1, info['sampled']) if info['kept'] < c.prompts_per_step // acc.num_processes else \

@@ -18,8 +18,8 @@ def reward(prompts, completions, target, **_):
 def make(out, steps=6, algo=None, reg=None, seed=0, lr=1e-2, **kw):
     torch.manual_seed(123)   # trainer must not depend on the global RNG state it was created in
     model = tiny_model(TOK, hidden=32, layers=1, heads=2, seed=0)
-    cfg = RFTConfig(algo=algo or GRPO(), reg=reg or SRKL(0.04, 0.8), group_size=4, prompts_per_step=2, max_new_tokens=4,
-                    lr=lr, steps=steps, seed=seed, output_dir=str(out), progress=False, **kw)
+    cfg = RFTConfig(**(dict(algo=algo or GRPO(), reg=reg or SRKL(0.04, 0.8), group_size=4, prompts_per_step=2, max_new_tokens=4,
+                            lr=lr, steps=steps, seed=seed, output_dir=str(out), progress=False) | kw))
     return RFTTrainer(model, TOK, DATA, reward, cfg, ref_model=copy.deepcopy(model))
 
 def weights(model): return {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -161,6 +161,36 @@ def test_two_process_resume_with_dynamic_sampling(tmp_path):
     assert res['n'] == 2 and res['same'] == [True, True]
     assert res['pos'][0] == res['pos'][1]                 # same (epoch, pos) on both ranks, straight and resumed
     assert res['seeds'][0] != res['seeds'][1]             # independent sampling streams
+
+SYNC_SCRIPT = textwrap.dedent('''
+    import sys, json, torch
+    sys.path.insert(0, {tests!r})
+    from test_trainer import make
+    res = {{}}
+    for synced in (False, True):
+        t = make({out!r} + f'/{{synced}}', steps=1, save_every=0, max_new_tokens=24)   # EOS allowed: rows stop early
+        t._sharded = synced                       # what FSDP / ZeRO-3 set: decode through the wrapper, stop together
+        calls = [0]
+        t.accelerator.unwrap_model(t.model).register_forward_pre_hook(lambda m, a: calls.__setitem__(0, calls[0] + 1))
+        row = t.train_step()
+        res[str(synced)] = t.accelerator.gather(torch.tensor([calls[0]])).tolist()
+    if t.accelerator.is_main_process: json.dump(res, open({out!r} + '/sync.json', 'w'))
+''')
+
+def test_two_process_sharded_decode_stops_together(tmp_path):
+    """With sharded weights (FSDP, ZeRO-3) each forward is a collective, so every process must run the same number of
+    decode steps. Under 2-process DDP (where a mismatch does not hang) the forward calls per process are counted: they
+    differ when each process stops on its own, and are equal once the stop is decided jointly."""
+    script = tmp_path / 'sync.py'
+    script.write_text(SYNC_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path)))
+    env = dict(os.environ, OMP_NUM_THREADS='1', ACCELERATE_USE_CPU='true')
+    r = subprocess.run([sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
+                        '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no', str(script)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = json.loads((tmp_path / 'sync.json').read_text())
+    assert res['False'][0] != res['False'][1]            # guard: on their own, the processes stop at different steps
+    assert res['True'][0] == res['True'][1]              # jointly: the same number of forwards
 
 def test_lora_without_reference_and_gradient_checkpointing(tmp_path):
     "With a LoRA adapter the reference is the base model with the adapter switched off: no ref_model needed."
