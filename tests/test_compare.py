@@ -65,3 +65,15 @@ def test_cli(tmp_path, capsys):
     assert 'results.json' in out and '| grpo no KL |' in out
     assert [a['reg'] for a in json.loads((tmp_path / 'o' / 'results.json').read_text())['arms']] == ['base', 'none', 'srkl']
     assert main(['compare', '--regs', 'kl', '--out', str(tmp_path / 'x')]) == 2
+
+
+def test_t_quantile_matches_scipy():
+    "The t-interval's quantile (table to 30 degrees of freedom, expansion beyond) against scipy.stats.t.ppf(0.975, df)."
+    stats = pytest.importorskip('scipy.stats')
+    from carerft.compare import t975, mean_ci
+    for df in list(range(1, 31)) + [31, 40, 60, 100, 1000]:
+        assert abs(t975(df) - stats.t.ppf(0.975, df)) < 1e-3, df
+    xs = [0.1, 0.4, 0.35, 0.8, 0.2, 0.55, 0.6, 0.05, 0.3, 0.45, 0.9, 0.15]       # n = 12: df = 11, not in the old table
+    m, h = mean_ci(xs)
+    sd = stats.tstd(xs)
+    assert h == pytest.approx(stats.t.ppf(0.975, 11) * sd / len(xs) ** 0.5, rel=1e-3)
