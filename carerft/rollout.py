@@ -186,7 +186,9 @@ def _decode(model, ids, mask, G, max_new_tokens, eos_ids, pad_id, temperature, g
         tok, lp = sample_token(logits, temperature, generator, top_k, top_p, banned)
         toks[:, t], logp[:, t] = tok.masked_fill(done, pad_id), lp.masked_fill(done, 0.0)
         done |= torch.isin(tok, eos_ids)
-        if t == max_new_tokens - 1 or (all_done or bool)(bool(done.all())): break
+        finished = bool(done.all())
+        if all_done is not None: finished = all_done(finished)                       # sharded weights: stop together
+        if t == max_new_tokens - 1 or finished: break
         pos = pos + 1
         logits, out = _forward(model, toks[:, t:t + 1], attn[:, :P + t + 1], 1, position_ids=pos,
                                use_cache=True, **{cache_arg: cache})

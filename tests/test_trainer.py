@@ -97,6 +97,20 @@ def test_bad_input(tmp_path):
     t = RFTTrainer(m, TOK, long, reward, RFTConfig(reg=NoKL(), max_prompt_len=10, output_dir=str(tmp_path), progress=False))
     with pytest.raises(ValueError, match='max_prompt_len'): t.train_step()
 
+def launch2(tmp_path, name: str, script: str) -> dict:
+    """Run `script` (formatted with tests= and out=) under `accelerate launch` with 2 CPU processes (gloo DDP) and return
+    the JSON it wrote to out/name.json. accelerate 1.15's `--cpu --num_processes 2` runs its simple single-process
+    launcher; two CPU processes need the multi-process launcher plus ACCELERATE_USE_CPU=true. A collective mismatch
+    hangs, so the run has a timeout: it fails instead of blocking."""
+    path = tmp_path / f'{name}.py'
+    path.write_text(script.format(tests=str(Path(__file__).parent), out=str(tmp_path)))
+    env = dict(os.environ, OMP_NUM_THREADS='1', ACCELERATE_USE_CPU='true')
+    r = subprocess.run([sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
+                        '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no', str(path)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return json.loads((tmp_path / f'{name}.json').read_text())
+
 SCRIPT = textwrap.dedent('''
     import copy, sys, json, torch
     sys.path.insert(0, {tests!r})
@@ -111,18 +125,8 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 def test_two_process_accelerate_launch(tmp_path):
-    """The same trainer under `accelerate launch` with 2 CPU processes (gloo DDP): both ranks end with identical weights.
-    accelerate 1.15's `--cpu --num_processes 2` runs its simple single-process launcher; two CPU processes need the
-    multi-process launcher plus ACCELERATE_USE_CPU=true (or a config file with distributed_type MULTI_CPU)."""
-    script = tmp_path / 'run.py'
-    script.write_text(SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path)))
-    env = dict(os.environ, OMP_NUM_THREADS='1', ACCELERATE_USE_CPU='true')
-    r = subprocess.run([sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
-                        '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no', str(script)],
-                       capture_output=True, text=True, env=env, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    res = json.loads((tmp_path / 'ddp.json').read_text())
-    assert res == dict(n=2, same=True)
+    "The same trainer under `accelerate launch` with 2 CPU processes (gloo DDP): both ranks end with identical weights."
+    assert launch2(tmp_path, 'ddp', SCRIPT) == dict(n=2, same=True)
 
 RESUME_SCRIPT = textwrap.dedent('''
     import sys, json, torch
@@ -150,14 +154,7 @@ def test_two_process_resume_with_dynamic_sampling(tmp_path):
     """Two processes, DAPO with dynamic sampling (ranks refill different numbers of times on their own): 2 steps +
     resume + 2 steps equals 4 steps on every rank, the ranks stay at the same data position, and they sample from
     different random streams."""
-    script = tmp_path / 'resume.py'
-    script.write_text(RESUME_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path)))
-    env = dict(os.environ, OMP_NUM_THREADS='1', ACCELERATE_USE_CPU='true')
-    r = subprocess.run([sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
-                        '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no', str(script)],
-                       capture_output=True, text=True, env=env, timeout=300)   # a collective mismatch hangs: fail instead
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    res = json.loads((tmp_path / 'resume.json').read_text())
+    res = launch2(tmp_path, 'resume', RESUME_SCRIPT)
     assert res['n'] == 2 and res['same'] == [True, True]
     assert res['pos'][0] == res['pos'][1]                 # same (epoch, pos) on both ranks, straight and resumed
     assert res['seeds'][0] != res['seeds'][1]             # independent sampling streams
@@ -181,14 +178,7 @@ def test_two_process_sharded_decode_stops_together(tmp_path):
     """With sharded weights (FSDP, ZeRO-3) each forward is a collective, so every process must run the same number of
     decode steps. Under 2-process DDP (where a mismatch does not hang) the forward calls per process are counted: they
     differ when each process stops on its own, and are equal once the stop is decided jointly."""
-    script = tmp_path / 'sync.py'
-    script.write_text(SYNC_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path)))
-    env = dict(os.environ, OMP_NUM_THREADS='1', ACCELERATE_USE_CPU='true')
-    r = subprocess.run([sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
-                        '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no', str(script)],
-                       capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    res = json.loads((tmp_path / 'sync.json').read_text())
+    res = launch2(tmp_path, 'sync', SYNC_SCRIPT)
     assert res['False'][0] != res['False'][1]            # guard: on their own, the processes stop at different steps
     assert res['True'][0] == res['True'][1]              # jointly: the same number of forwards
 
