@@ -1,5 +1,5 @@
 "The `carerft` command end to end: explain, train from flags and from a config file, and its errors."
-import json, os, subprocess, sys
+import json, os, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 from carerft.cli import main, load_tokenizer
@@ -57,3 +57,24 @@ def test_train_errors_name_the_argument(tiny, tmp_path, capsys, argv, msg):
 def test_console_script_explain(tmp_path):
     r = subprocess.run(['carerft', 'explain', '--alpha', '0.5', '--out', str(tmp_path / 'f.png')], capture_output=True, text=True)
     assert r.returncode == 0 and 'SRKL <= log(1/alpha) = 0.6931' in r.stdout and (tmp_path / 'f.png').stat().st_size > 10_000
+
+def test_train_two_processes(tiny, tmp_path):
+    """`carerft train` under `accelerate launch` with 2 CPU processes, as the trainer chapter shows: both processes score
+    completions (the reward records each caller's rank), the run ends with exit code 0 (the command closes the process
+    group: gloo can abort at exit otherwise) and the main process writes the log and the final model."""
+    exe = shutil.which('carerft') or str(Path(sys.executable).parent / 'carerft')
+    (tmp_path / 'rew.py').write_text(
+        f"import os\ndef reward(prompts, completions, answer, **_):\n"
+        f"    open({str(tmp_path / 'ranks.txt')!r}, 'a').write(os.environ.get('RANK', '?') + '\\n')\n"
+        f"    return [float(a in c) for c, a in zip(completions, answer)]\n")
+    out = tmp_path / 'run'
+    env = dict(os.environ, OMP_NUM_THREADS='1', ACCELERATE_USE_CPU='true')
+    r = subprocess.run([sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
+                        '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no', exe, 'train',
+                        '--model', str(tiny / 'model'), '--data', str(tiny / 'data.jsonl'), '--prompt-field', 'question',
+                        '--reward', f"{tmp_path / 'rew.py'}:reward", '--group-size', '2', '--prompts-per-step', '2',
+                        '--max-new-tokens', '3', '--steps', '2', '--output-dir', str(out)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert sorted(set((tmp_path / 'ranks.txt').read_text().split())) == ['0', '1']
+    assert len((out / 'log.jsonl').read_text().splitlines()) == 2 and (out / 'final' / 'config.json').exists()

@@ -122,6 +122,7 @@ SCRIPT = textwrap.dedent('''
     ws = acc.gather(w[None])
     if acc.is_main_process:
         json.dump(dict(n=acc.num_processes, same=bool(torch.equal(ws[0], ws[-1]))), open({out!r} + '/ddp.json', 'w'))
+    acc.end_training()                               # close the process group: gloo can abort at exit otherwise
 ''')
 
 def test_two_process_accelerate_launch(tmp_path):
@@ -148,6 +149,7 @@ RESUME_SCRIPT = textwrap.dedent('''
     seeds = acc.gather(torch.tensor([a.state.gen.initial_seed()]))
     if acc.is_main_process:
         json.dump(dict(n=acc.num_processes, same=same.tolist(), pos=pos.tolist(), seeds=seeds.tolist()), open({out!r} + '/resume.json', 'w'))
+    acc.end_training()
 ''')
 
 def test_two_process_resume_with_dynamic_sampling(tmp_path):
@@ -172,6 +174,7 @@ SYNC_SCRIPT = textwrap.dedent('''
         row = t.train_step()
         res[str(synced)] = t.accelerator.gather(torch.tensor([calls[0]])).tolist()
     if t.accelerator.is_main_process: json.dump(res, open({out!r} + '/sync.json', 'w'))
+    t.accelerator.end_training()
 ''')
 
 def test_two_process_sharded_decode_stops_together(tmp_path):
