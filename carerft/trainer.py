@@ -231,8 +231,9 @@ def _ref_logprobs(self, r: Rollout):
     G = self.config.group_size                                   # groups share a prompt: score each prompt once
     if self.ref_model is not None: return token_logprobs(self.ref_model, *args, group_size=G)
     policy = self.accelerator.unwrap_model(self.model)
-    if self.config.lora and hasattr(policy, 'disable_adapter'):
-        with policy.disable_adapter(): return token_logprobs(policy, *args, group_size=G)
+    if self.config.lora and hasattr(policy, 'disable_adapter'):      # sharded weights: the switch is on the inner model,
+        with policy.disable_adapter():                               # the forward goes through the wrapper that gathers them
+            return token_logprobs(self.model if self._sharded else policy, *args, group_size=G)
     return None
 
 def _rollout(self, idx: list[int]) -> Rollout:

@@ -173,6 +173,23 @@ SYNC_SCRIPT = textwrap.dedent('''
         t.accelerator.unwrap_model(t.model).register_forward_pre_hook(lambda m, a: calls.__setitem__(0, calls[0] + 1))
         row = t.train_step()
         res[str(synced)] = t.accelerator.gather(torch.tensor([calls[0]])).tolist()
+    # LoRA without a reference model: the reference pass switches the adapter off on the inner model and, with sharded
+    # weights, runs through the wrapper (counted by a hook on it); the log-probs equal the unwrapped path's
+    from test_trainer import TOK, DATA, reward
+    from carerft.tiny import tiny_model
+    from carerft.trainer import RFTConfig, RFTTrainer
+    from carerft.rollout import token_logprobs
+    cfg = RFTConfig(group_size=4, prompts_per_step=2, max_new_tokens=4, steps=1, save_every=0, progress=False,
+                    output_dir={out!r} + '/lora', lora=dict(r=4, lora_alpha=8, target_modules='all-linear', init_lora_weights=False))
+    t = RFTTrainer(tiny_model(TOK, hidden=32, layers=1, heads=2, seed=0), TOK, DATA, reward, cfg)
+    r, _ = t._collect()
+    wrapper = [0]; t.model.register_forward_pre_hook(lambda m, a, k: wrapper.__setitem__(0, wrapper[0] + 1), with_kwargs=True)
+    t._sharded = True; sharded = t._ref_logprobs(r); calls = wrapper[0]
+    t._sharded = False; plain = t._ref_logprobs(r)
+    on = token_logprobs(t.accelerator.unwrap_model(t.model), r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask, 1.0)
+    m = r.completion_mask.bool()
+    ok = [calls > 0, bool(torch.allclose(sharded[m], plain[m], atol=1e-6)), not torch.allclose(on[m], plain[m], atol=1e-3)]
+    res['lora'] = t.accelerator.gather(torch.tensor([ok])).tolist()
     if t.accelerator.is_main_process: json.dump(res, open({out!r} + '/sync.json', 'w'))
     t.accelerator.end_training()
 ''')
@@ -180,10 +197,12 @@ SYNC_SCRIPT = textwrap.dedent('''
 def test_two_process_sharded_decode_stops_together(tmp_path):
     """With sharded weights (FSDP, ZeRO-3) each forward is a collective, so every process must run the same number of
     decode steps. Under 2-process DDP (where a mismatch does not hang) the forward calls per process are counted: they
-    differ when each process stops on its own, and are equal once the stop is decided jointly."""
+    differ when each process stops on its own, and are equal once the stop is decided jointly. The LoRA reference pass
+    (adapter off) goes through the wrapper too, and gives the same log-probs as the unwrapped model."""
     res = launch2(tmp_path, 'sync', SYNC_SCRIPT)
     assert res['False'][0] != res['False'][1]            # guard: on their own, the processes stop at different steps
     assert res['True'][0] == res['True'][1]              # jointly: the same number of forwards
+    assert res['lora'] == [[True, True, True]] * 2       # LoRA reference: through the wrapper, equal, and not the policy
 
 def test_lora_without_reference_and_gradient_checkpointing(tmp_path):
     "With a LoRA adapter the reference is the base model with the adapter switched off: no ref_model needed."
