@@ -175,8 +175,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == 'explain': explain(args.alpha, args.beta, args.pi_ref, args.out or None)
-        elif args.command == 'train':      # end_training: several processes must close their process group before exit
-            train_cmd(_train_options(args)).accelerator.end_training()
+        elif args.command == 'train': train_cmd(_train_options(args)).end()   # end: several processes exit cleanly
         elif args.command == 'compare':
             from carerft.compare import compare_from_args
             compare_from_args(args)
