@@ -60,8 +60,8 @@ def test_console_script_explain(tmp_path):
 
 def test_train_two_processes(tiny, tmp_path):
     """`carerft train` under `accelerate launch` with 2 CPU processes, as the trainer chapter shows: both processes score
-    completions (the reward records each caller's rank), the run ends with exit code 0 (the command closes the process
-    group: gloo can abort at exit otherwise) and the main process writes the log and the final model."""
+    completions (the reward records each caller's rank), the run ends with exit code 0 (the command ends with
+    `trainer.end()`: without it a process can abort at exit) and the main process writes the log and the final model."""
     exe = shutil.which('carerft') or str(Path(sys.executable).parent / 'carerft')
     (tmp_path / 'rew.py').write_text(
         f"import os\ndef reward(prompts, completions, answer, **_):\n"
