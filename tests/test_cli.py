@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 from carerft.cli import main, load_tokenizer
 from carerft.tiny import char_tokenizer, tiny_model
+from test_trainer import launch_cpu2          # the one 2-process CPU launcher
 
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):
@@ -68,13 +69,8 @@ def test_train_two_processes(tiny, tmp_path):
         f"    open({str(tmp_path / 'ranks.txt')!r}, 'a').write(os.environ.get('RANK', '?') + '\\n')\n"
         f"    return [float(a in c) for c, a in zip(completions, answer)]\n")
     out = tmp_path / 'run'
-    env = dict(os.environ, OMP_NUM_THREADS='1', ACCELERATE_USE_CPU='true')
-    r = subprocess.run([sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
-                        '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no', exe, 'train',
-                        '--model', str(tiny / 'model'), '--data', str(tiny / 'data.jsonl'), '--prompt-field', 'question',
-                        '--reward', f"{tmp_path / 'rew.py'}:reward", '--group-size', '2', '--prompts-per-step', '2',
-                        '--max-new-tokens', '3', '--steps', '2', '--output-dir', str(out)],
-                       capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    launch_cpu2(exe, 'train', '--model', str(tiny / 'model'), '--data', str(tiny / 'data.jsonl'), '--prompt-field', 'question',
+                '--reward', f"{tmp_path / 'rew.py'}:reward", '--group-size', '2', '--prompts-per-step', '2',
+                '--max-new-tokens', '3', '--steps', '2', '--output-dir', str(out))
     assert sorted(set((tmp_path / 'ranks.txt').read_text().split())) == ['0', '1']
     assert len((out / 'log.jsonl').read_text().splitlines()) == 2 and (out / 'final' / 'config.json').exists()

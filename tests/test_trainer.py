@@ -97,18 +97,22 @@ def test_bad_input(tmp_path):
     t = RFTTrainer(m, TOK, long, reward, RFTConfig(reg=NoKL(), max_prompt_len=10, output_dir=str(tmp_path), progress=False))
     with pytest.raises(ValueError, match='max_prompt_len'): t.train_step()
 
-def launch2(tmp_path, name: str, script: str) -> dict:
-    """Run `script` (formatted with tests= and out=) under `accelerate launch` with 2 CPU processes (gloo DDP) and return
-    the JSON it wrote to out/name.json. accelerate 1.15's `--cpu --num_processes 2` runs its simple single-process
-    launcher; two CPU processes need the multi-process launcher plus ACCELERATE_USE_CPU=true. A collective mismatch
-    hangs, so the run has a timeout: it fails instead of blocking."""
-    path = tmp_path / f'{name}.py'
-    path.write_text(script.format(tests=str(Path(__file__).parent), out=str(tmp_path)))
+def launch_cpu2(*argv: str):
+    """Run `argv` (a script and its arguments) under `accelerate launch` with 2 CPU processes (gloo DDP) and assert exit
+    code 0. accelerate 1.15's `--cpu --num_processes 2` runs its simple single-process launcher; two CPU processes need
+    the multi-process launcher plus ACCELERATE_USE_CPU=true. A collective mismatch hangs, so the run has a timeout: it
+    fails instead of blocking."""
     env = dict(os.environ, OMP_NUM_THREADS='1', ACCELERATE_USE_CPU='true')
     r = subprocess.run([sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
-                        '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no', str(path)],
+                        '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no', *argv],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+def launch2(tmp_path, name: str, script: str) -> dict:
+    "Run `script` (formatted with tests= and out=) on 2 CPU processes and return the JSON it wrote to out/name.json."
+    path = tmp_path / f'{name}.py'
+    path.write_text(script.format(tests=str(Path(__file__).parent), out=str(tmp_path)))
+    launch_cpu2(str(path))
     return json.loads((tmp_path / f'{name}.json').read_text())
 
 SCRIPT = textwrap.dedent('''
