@@ -219,7 +219,9 @@ def test_lora_without_reference_and_gradient_checkpointing(tmp_path):
     base = {k: v.clone() for k, v in t.model.state_dict().items() if 'lora' not in k}
     t.train()
     rows = [json.loads(l) for l in open(tmp_path / 'log.jsonl')]
-    assert rows[0]['rkl'] == 0.0 and rows[-1]['rkl'] > 0          # step 1: adapter starts at zero, policy == reference
+    # step 1: the adapter starts at zero, so policy == reference up to rounding: the sampler's cached decode and the
+    # reference's full forward run different kernels (1e-15 seen, never bit-exact by construction)
+    assert abs(rows[0]['rkl']) < 1e-6 and rows[-1]['rkl'] > 1e-4, (rows[0]['rkl'], rows[-1]['rkl'])
     assert all(torch.equal(v, t.model.state_dict()[k]) for k, v in base.items())   # only the adapter trains
 
 def test_bf16_mixed_precision_runs(tmp_path):
