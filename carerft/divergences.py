@@ -34,62 +34,86 @@ def _check_pair(a, b, name_a, name_b):
     try: torch.broadcast_shapes(a.shape, b.shape)
     except RuntimeError: raise ValueError(f"{name_a} {tuple(a.shape)} and {name_b} {tuple(b.shape)} have incompatible shapes") from None
 
+def _upcast(a, b, name_a='logp', name_b='ref_logp'):
+    "Check the pair; return both in at least float32, and the dtype to hand back (the inputs' promoted dtype)."
+    _check_pair(a, b, name_a, name_b)
+    dtype = torch.promote_types(a.dtype, b.dtype)     # what the caller gets back
+    work = torch.promote_types(dtype, torch.float32)  # bf16 and fp16 -> float32; float64 stays float64
+    return a.to(work), b.to(work), (dtype if dtype.is_floating_point else work)
+
 # %% ../nbs/00_divergences.ipynb #f186fbb2
 def log_mixture(logp: torch.Tensor,     # log pi(y), any shape
                 ref_logp: torch.Tensor, # log pi_ref(y), broadcastable with `logp`
                 alpha: float,           # weight of the policy in the anchor, in [0, 1)
                ) -> torch.Tensor:       # log(alpha*pi + (1-alpha)*pi_ref), elementwise
     "Log of the skew anchor m_alpha = alpha*pi + (1-alpha)*pi_ref, computed stably with logaddexp."
-    alpha = _check_alpha(alpha); _check_pair(logp, ref_logp, 'logp', 'ref_logp')
-    if alpha == 0.0: return ref_logp + torch.zeros_like(logp)  # m_0 = pi_ref; keeps the broadcast shape
-    return torch.logaddexp(logp + math.log(alpha), ref_logp + math.log1p(-alpha))
+    alpha = _check_alpha(alpha)
+    logp, ref_logp, dtype = _upcast(logp, ref_logp)  # float32 inside, the input dtype out
+    if alpha == 0.0: return (ref_logp + torch.zeros_like(logp)).to(dtype)  # m_0 = pi_ref; keeps the broadcast shape
+    return torch.logaddexp(logp + math.log(alpha), ref_logp + math.log1p(-alpha)).to(dtype)
 
 # %% ../nbs/00_divergences.ipynb #efb6b603
 def rkl_exact(logits: torch.Tensor,     # policy logits, (..., V)
               ref_logits: torch.Tensor, # reference logits, (..., V)
              ) -> torch.Tensor:         # KL(pi || pi_ref), shape (...)
     "Exact reverse KL over the last (vocabulary) dimension."
-    _check_pair(logits, ref_logits, 'logits', 'ref_logits')
+    logits, ref_logits, dtype = _upcast(logits, ref_logits, 'logits', 'ref_logits')
     logp, ref_logp = F.log_softmax(logits, -1), F.log_softmax(ref_logits, -1)  # (..., V)
-    return (logp.exp() * (logp - ref_logp)).sum(-1)
+    return (logp.exp() * (logp - ref_logp)).sum(-1).to(dtype)
 
 def srkl_exact(logits: torch.Tensor,     # policy logits, (..., V)
                ref_logits: torch.Tensor, # reference logits, (..., V)
                alpha: float,             # weight of the policy in the anchor, in [0, 1)
               ) -> torch.Tensor:         # KL(pi || alpha*pi + (1-alpha)*pi_ref), shape (...)
     "Exact skew reverse KL over the last (vocabulary) dimension."
-    _check_pair(logits, ref_logits, 'logits', 'ref_logits')
+    logits, ref_logits, dtype = _upcast(logits, ref_logits, 'logits', 'ref_logits')
     logp, ref_logp = F.log_softmax(logits, -1), F.log_softmax(ref_logits, -1)  # (..., V)
-    return (logp.exp() * (logp - log_mixture(logp, ref_logp, alpha))).sum(-1)
+    return (logp.exp() * (logp - log_mixture(logp, ref_logp, alpha))).sum(-1).to(dtype)
 
 # %% ../nbs/00_divergences.ipynb #b1043558
+def _log_r_max(dtype: torch.dtype) -> float:
+    "Largest log r that is exponentiated: half of log(largest float), 44.4 in float32 and bf16, 354.9 in float64."
+    return math.log(torch.finfo(dtype).max) / 2
+
 def _k3(log_r: torch.Tensor) -> torch.Tensor:
-    "Schulman's k3, r - 1 - log r, from log r (expm1 keeps it accurate near r = 1)."
-    return torch.expm1(log_r) - log_r
+    "Schulman's k3, r - 1 - log r, from log r (expm1: accurate near r = 1); past _log_r_max, its tangent line."
+    c = log_r.clamp(max=_log_r_max(log_r.dtype))  # exp is only ever taken of c
+    e = torch.expm1(c)
+    return e - log_r + (e + 1) * (log_r - c)      # the last term is 0 unless log r is past the bound
 
 def rkl_k3(logp: torch.Tensor,     # log pi(y) of the sampled tokens, e.g. (N, T)
            ref_logp: torch.Tensor, # log pi_ref(y) of the same tokens
           ) -> torch.Tensor:       # per-token estimate >= 0; its mean under pi is KL(pi || pi_ref)
     "Per-token k3 estimate of the reverse KL: r - 1 - log r with r = pi_ref / pi."
-    _check_pair(logp, ref_logp, 'logp', 'ref_logp')
-    return _k3(ref_logp - logp)
+    logp, ref_logp, dtype = _upcast(logp, ref_logp)  # float32 inside, the input dtype out
+    return _k3(ref_logp - logp).to(dtype)
 
 def srkl_k3(logp: torch.Tensor,     # log pi(y) of the sampled tokens, e.g. (N, T)
             ref_logp: torch.Tensor, # log pi_ref(y) of the same tokens
             alpha: float,           # weight of the policy in the anchor, in [0, 1)
            ) -> torch.Tensor:       # per-token estimate >= 0; its mean under pi is SRKL_alpha
     "Per-token k3 estimate of the skew reverse KL: r - 1 - log r with r = m_alpha / pi."
-    return _k3(log_mixture(logp, ref_logp, alpha) - logp)
+    logp, ref_logp, dtype = _upcast(logp, ref_logp)
+    log_rref = ref_logp - logp                                            # log(pi_ref / pi)
+    return _k3(log_mixture(torch.zeros_like(log_rref), log_rref, alpha)).to(dtype)  # r = alpha + (1-alpha) pi_ref/pi
 
 # %% ../nbs/00_divergences.ipynb #258794fd
+def _k3_slope(log_r: torch.Tensor) -> torch.Tensor:
+    "d k3 / d log r = r - 1; past _log_r_max, the slope of _k3's tangent line."
+    return torch.expm1(log_r.clamp(max=_log_r_max(log_r.dtype)))
+
 def rkl_k3_grad(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     "Closed-form d rkl_k3 / d logp = 1 - pi_ref/pi."
-    return -torch.expm1(ref_logp - logp)
+    logp, ref_logp, dtype = _upcast(logp, ref_logp)
+    return (-_k3_slope(ref_logp - logp)).to(dtype)
 
 def srkl_k3_grad(logp: torch.Tensor, ref_logp: torch.Tensor, alpha: float) -> torch.Tensor:
     "Closed-form d srkl_k3 / d logp = -(r - 1)(r - alpha) / r with r = m_alpha / pi (gradient through the mixture included)."
-    log_r = log_mixture(logp, ref_logp, alpha) - logp
-    return -torch.expm1(log_r) * (torch.exp(log_r) - _check_alpha(alpha)) * torch.exp(-log_r)
+    logp, ref_logp, dtype = _upcast(logp, ref_logp)
+    log_rref = ref_logp - logp                                                  # log(pi_ref / pi)
+    log_r = log_mixture(torch.zeros_like(log_rref), log_rref, alpha)            # r = alpha + (1-alpha) pi_ref/pi
+    skew = torch.exp(math.log1p(-_check_alpha(alpha)) + log_rref - log_r)     # (r - alpha) / r = (1-alpha) pi_ref / m
+    return (-_k3_slope(log_r) * skew).to(dtype)
 
 # %% ../nbs/00_divergences.ipynb #f91f4444
 def matched_beta(beta_rkl: float, # RKL weight to match
@@ -113,7 +137,8 @@ class RKL:
     @property
     def needs_ref(self) -> bool: return self.beta > 0
     def __call__(self, logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-        return self.beta * rkl_k3(logp, ref_logp)
+        logp, ref_logp, dtype = _upcast(logp, ref_logp)  # beta applied in float32 too: one rounding
+        return (self.beta * rkl_k3(logp, ref_logp)).to(dtype)
     def __repr__(self): return f'RKL(beta={self.beta:g})'
 
 class SRKL:
@@ -124,5 +149,6 @@ class SRKL:
     @property
     def needs_ref(self) -> bool: return self.beta > 0
     def __call__(self, logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-        return self.beta * srkl_k3(logp, ref_logp, self.alpha)
+        logp, ref_logp, dtype = _upcast(logp, ref_logp)
+        return (self.beta * srkl_k3(logp, ref_logp, self.alpha)).to(dtype)
     def __repr__(self): return f'SRKL(beta={self.beta:g}, alpha={self.alpha:g})'

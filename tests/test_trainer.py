@@ -231,3 +231,147 @@ def test_bf16_mixed_precision_runs(tmp_path):
             f"r = [json.loads(l) for l in open({str(tmp_path / 'log.jsonl')!r})]; assert all(x['loss'] == x['loss'] for x in r); print('ok')")
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and 'ok' in r.stdout, r.stderr[-3000:]
+
+
+# ---- reliability: interruptions, checkpoints, used folders, bad values (each test failed before its fix) ----
+import signal
+from carerft.trainer import TrainingInterrupted
+
+def log_of(out): return [json.loads(l) for l in open(Path(out) / 'log.jsonl')]
+
+def ctrl_c(): signal.raise_signal(signal.SIGINT)   # a real SIGINT, handled like a Ctrl-C in a terminal
+
+def interrupt_at(t, point, step=3):
+    "Send SIGINT at `point` of step `step` of trainer t."
+    if point == 'reward':                      # sampling and scoring: nothing committed yet
+        f = t.reward_fn
+        def reward_fn(*a, **k):
+            if t.state.step == step - 1: ctrl_c()
+            return f(*a, **k)
+        t.reward_fn = reward_fn
+    elif point == 'reference':                 # the reference pass
+        f = t._ref_logprobs
+        def ref(r):
+            if t.state.step == step - 1: ctrl_c()
+            return f(r)
+        t._ref_logprobs = ref
+    elif point == 'backward':                  # inside forward/backward, before the optimiser step
+        f = t.accelerator.backward
+        def backward(loss, **k):
+            f(loss, **k)
+            if t.state.step == step - 1: ctrl_c()
+        t.accelerator.backward = backward
+    elif point == 'optimizer':                 # the optimiser step itself: the step commits, Ctrl-C is held back
+        f = t.opt.step
+        def opt_step(*a, **k):
+            if t.state.step == step - 1: ctrl_c()
+            return f(*a, **k)
+        t.opt.step = opt_step
+    elif point == 'callback':                  # after the log row was written
+        t.callbacks.append(lambda tr, row: ctrl_c() if row['step'] == step else None)
+
+@pytest.mark.parametrize('point, done', [('reward', 2), ('reference', 2), ('backward', 2), ('optimizer', 3), ('callback', 3)])
+def test_sigint_anywhere_in_a_step_resumes_exactly(tmp_path, point, done):
+    """A Ctrl-C at any point of step 3 leaves the state of the last completed step (2 before the optimiser step, 3
+    after it), and resuming gives the same weights and log as a run never interrupted."""
+    a = make(tmp_path / 'a', save_every=0); wa = weights(a.train())
+    b = make(tmp_path / 'b', save_every=0); interrupt_at(b, point)
+    with pytest.raises(TrainingInterrupted) as e: b.train()
+    assert e.value.step == done and e.value.checkpoint == tmp_path / 'b' / 'checkpoints' / f'step-{done}'
+    assert [r['step'] for r in log_of(tmp_path / 'b')] == list(range(1, done + 1))
+    c = make(tmp_path / 'b', save_every=0, resume=True); assert c.state.step == done
+    wc = weights(c.train())
+    for k in wa: torch.testing.assert_close(wc[k], wa[k], rtol=0, atol=0, msg=k)
+    assert [r['reward_mean'] for r in log_of(tmp_path / 'b')] == [r['reward_mean'] for r in log_of(tmp_path / 'a')]
+
+def test_sigint_guard_can_fail(tmp_path, monkeypatch):
+    "Guard: without undoing the unfinished step (the old behaviour) the resumed run differs from the straight one."
+    a = make(tmp_path / 'a', save_every=0); wa = weights(a.train())
+    monkeypatch.setattr(RFTTrainer, '_undo', lambda self, snap: setattr(self.state, 'step', snap['step']))
+    b = make(tmp_path / 'b', save_every=0); interrupt_at(b, 'reward')
+    with pytest.raises(TrainingInterrupted): b.train()
+    wc = weights(make(tmp_path / 'b', save_every=0, resume=True).train())
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)
+
+KILL_IN_SAVE = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+import accelerate
+from test_trainer import make
+save = accelerate.Accelerator.save_state
+def dying_save(self, path, *a, **k):
+    out = save(self, path, *a, **k)
+    if path.endswith('step-4.tmp'):                               # step 4's files are written, not yet renamed...
+        f = next(p for p in os.listdir(path) if p.endswith('.safetensors'))
+        os.truncate(os.path.join(path, f), 100)                   # ...half of the model file is on disk...
+        os.kill(os.getpid(), signal.SIGKILL)                      # ...and the process is killed (kill -9)
+    return out
+accelerate.Accelerator.save_state = dying_save
+make({out!r}, save_every=1, keep_checkpoints=3).train()
+"""
+
+def test_kill_during_save_leaves_a_loadable_checkpoint(tmp_path):
+    "kill -9 while a checkpoint is written: the half-written one is never taken for a checkpoint; resume is exact."
+    a = make(tmp_path / 'a', save_every=0); wa = weights(a.train())
+    r = subprocess.run([sys.executable, '-c', KILL_IN_SAVE.format(tests=str(Path(__file__).parent), out=str(tmp_path / 'b'))],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
+    assert (tmp_path / 'b' / 'checkpoints' / 'step-4.tmp').exists()
+    assert len(log_of(tmp_path / 'b')) == 4                       # step 4 was logged before its checkpoint died
+    c = make(tmp_path / 'b', save_every=1, keep_checkpoints=3, resume=True)
+    assert c.state.step == 3
+    wc = weights(c.train())
+    for k in wa: torch.testing.assert_close(wc[k], wa[k], rtol=0, atol=0, msg=k)
+    assert [r['step'] for r in log_of(tmp_path / 'b')] == [1, 2, 3, 4, 5, 6]   # step 4 redone, logged once
+    assert not (tmp_path / 'b' / 'checkpoints' / 'step-4.tmp').exists()
+
+def test_broken_newest_checkpoint_falls_back(tmp_path):
+    "A checkpoint that does not load (a truncated model file) is skipped with a warning naming it; the one before loads."
+    a = make(tmp_path / 'a', save_every=0); wa = weights(a.train())
+    b = make(tmp_path / 'b', save_every=2, keep_checkpoints=2); b.train(until=4)
+    f = next((tmp_path / 'b' / 'checkpoints' / 'step-4').glob('*.safetensors'))
+    f.write_bytes(f.read_bytes()[:len(f.read_bytes()) // 2])
+    with pytest.warns(UserWarning, match='step-4 does not load'):
+        c = make(tmp_path / 'b', save_every=2, keep_checkpoints=2, resume=True)
+    assert c.state.step == 2 and (tmp_path / 'b' / 'checkpoints' / 'step-4.broken').exists()
+    wc = weights(c.train())
+    for k in wa: torch.testing.assert_close(wc[k], wa[k], rtol=0, atol=0, msg=k)
+    assert [r['step'] for r in log_of(tmp_path / 'b')] == [1, 2, 3, 4, 5, 6]
+
+def test_no_checkpoint_loads(tmp_path):
+    b = make(tmp_path, save_every=0); b.train(until=2)
+    (tmp_path / 'checkpoints' / 'step-2' / 'optimizer.bin').write_bytes(b'garbage')
+    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match='overwrite=True'):
+        make(tmp_path, save_every=0, resume=True)
+
+def test_used_output_dir_is_refused_overwritten_or_resumed(tmp_path):
+    make(tmp_path, steps=2, save_every=0).train()
+    with pytest.raises(ValueError, match='already holds a run'): make(tmp_path, steps=2, save_every=0)
+    with pytest.raises(ValueError, match=r"lr: 0\.01 saved, 0\.02 now"): make(tmp_path, steps=2, lr=2e-2, resume=True)
+    t = make(tmp_path, steps=3, lr=2e-2, save_every=0, overwrite=True)
+    assert not (tmp_path / 'log.jsonl').exists() and not (tmp_path / 'final').exists()
+    t.train()
+    assert [r['step'] for r in log_of(tmp_path)] == [1, 2, 3]
+    assert json.loads((tmp_path / 'config.json').read_text())['lr'] == 2e-2
+    assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()) == ['step-3']
+
+def test_negative_max_grad_norm_is_refused():
+    for v in (-1, 0):
+        with pytest.raises(ValueError, match='max_grad_norm must be a finite number > 0'): RFTConfig(max_grad_norm=v)
+
+def test_reward_function_errors_and_numeric_types(tmp_path):
+    def broken_reward(prompts, completions, **_): raise KeyError('answer')
+    t = make(tmp_path / 'a'); t.reward_fn = broken_reward
+    with pytest.raises(RuntimeError, match=r"reward function .*broken_reward raised KeyError: 'answer' \(step 1, scoring 8 "
+                                           r"completions of dataset rows \[\d, \d\]\)"):
+        t.train_step()
+    import numpy as np
+    for conv in (np.array, lambda x: np.array(x, dtype=np.float32), torch.tensor, lambda x: [np.float32(v) for v in x]):
+        t = make(tmp_path / 'b', steps=1, save_every=0, overwrite=True)
+        t.reward_fn = lambda p, c, conv=conv, **k: conv(reward(p, c, **k))
+        assert t.train_step()['reward_mean'] >= 0
+
+def test_dataset_row_without_prompt_names_the_row(tmp_path):
+    with pytest.raises(ValueError, match="dataset row 3 has no 'prompt' field"):
+        RFTTrainer(tiny_model(TOK, hidden=32, layers=1, heads=2), TOK, DATA[:3] + [dict(question='x')], reward,
+                   RFTConfig(reg=NoKL(), output_dir=str(tmp_path), progress=False))
