@@ -112,7 +112,7 @@ def _check_config(c: RFTConfig):
             raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
     if c.max_grad_norm is not None and (not _is_real(c.max_grad_norm) or c.max_grad_norm <= 0):
         raise ValueError(f"max_grad_norm must be a finite number > 0 (the largest gradient norm kept), or None for no "
-                         f"clipping, got {c.max_grad_norm!r}")
+                         f"clipping ('none' on the command line), got {c.max_grad_norm!r}")
     if c.top_p is not None and (not _is_real(c.top_p) or not 0 < c.top_p <= 1):
         raise ValueError(f"top_p must be in (0, 1], or None for no nucleus sampling, got {c.top_p!r}")
     if c.lr_schedule not in _SCHEDULES:
@@ -121,7 +121,7 @@ def _check_config(c: RFTConfig):
         if not isinstance(getattr(c, name), bool):
             raise ValueError(f"{name} must be True or False, got {getattr(c, name)!r}")
     if c.resume and c.overwrite:
-        raise ValueError("resume and overwrite cannot both be True: resume continues the run in output_dir, "
+        raise ValueError("resume=True and overwrite=True cannot be combined: resume continues the run in output_dir, "
                          "overwrite deletes it")
     if not isinstance(c.output_dir, (str, Path)) or not str(c.output_dir):
         raise ValueError(f"output_dir must be a non-empty path, got {c.output_dir!r}")
@@ -375,24 +375,33 @@ class RFTTrainer:
         acc = self.accelerator
         return done if acc.num_processes == 1 else bool(acc.gather(torch.tensor([done], device=acc.device)).all())
 
-    def _claim_output_dir(self):
-        "Refuse a folder holding another run, unless resuming it with the same settings or told to overwrite it."
-        c, acc, out = self.config, self.accelerator, self.out
+    @staticmethod
+    def check_output_dir(config: RFTConfig) -> list[str]:
+        """What of a previous run `config.output_dir` holds; a ValueError if that run may not be continued (resume with
+        other settings) or replaced (neither resume nor overwrite). Cheap: `carerft train` calls it before loading models."""
+        out = Path(config.output_dir)
+        cks = [p for p in (out / 'checkpoints').glob('step-*') if re.fullmatch(r'step-\d+', p.name)]
         used = [p.name for p in (out / 'log.jsonl', out / 'log.csv', out / 'final') if p.exists()]
-        used += ['checkpoints'] if self._checkpoints() else []
-        if c.resume:
+        used += ['checkpoints'] if cks else []
+        if config.resume:
             saved = out / 'config.json'
             if saved.exists():
-                old, new = json.loads(saved.read_text()), json.loads(json.dumps(c.to_dict(), default=str))
+                old, new = json.loads(saved.read_text()), json.loads(json.dumps(config.to_dict(), default=str))
                 diff = [k for k in sorted(set(old) | set(new)) if k not in _RUN_CONTROL and old.get(k) != new.get(k)]
                 if diff:
                     said = '; '.join(f"{k}: {old.get(k)!r} saved, {new.get(k)!r} now" for k in diff)
                     raise ValueError(f"cannot resume the run in {out} with different settings ({said}): resume with the "
                                      "saved settings, or start afresh with overwrite=True or another output_dir")
-        elif used and not c.overwrite:
+        elif used and not config.overwrite:
             raise ValueError(f"output_dir {out} already holds a run ({', '.join(used)}): resume=True continues it, "
                              "overwrite=True deletes it first, or choose another output_dir")
-        elif used:
+        return used
+
+    def _claim_output_dir(self):
+        "Refuse a folder holding another run, unless resuming it with the same settings or told to overwrite it."
+        c, acc, out = self.config, self.accelerator, self.out
+        used = self.check_output_dir(c)
+        if used and not c.resume:                          # overwrite=True
             acc.wait_for_everyone()
             if acc.is_main_process:
                 for name in ('log.jsonl', 'log.csv', 'config.json', 'final', 'checkpoints', 'tensorboard'):

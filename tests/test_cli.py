@@ -1,5 +1,5 @@
 "The `carerft` command end to end: explain, train from flags and from a config file, and its errors."
-import json, os, shutil, subprocess, sys
+import json, os, shlex, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 from carerft.cli import main, load_tokenizer
@@ -45,7 +45,7 @@ def test_train_from_config_file_flags_win(tiny, tmp_path):
     (['--algo', 'ppo'], 'algo must be one of'),
     (['--reg', 'kl'], 'reg must be one of'),
     (['--alpha', '1.0'], 'alpha must be in [0, 1)'),
-    (['--group-size', '1'], 'group_size must be'),
+    (['--group-size', '1'], '--group-size must be'),
     (['--prompt-field', 'nope'], "no field 'nope'"),
     (['--reward', 'nomodule'], 'reward must be'),
 ])
@@ -74,3 +74,90 @@ def test_train_two_processes(tiny, tmp_path):
                 '--max-new-tokens', '3', '--steps', '2', '--output-dir', str(out))
     assert sorted(set((tmp_path / 'ranks.txt').read_text().split())) == ['0', '1']
     assert len((out / 'log.jsonl').read_text().splitlines()) == 2 and (out / 'final' / 'config.json').exists()
+
+
+# ---- reliability: Ctrl-C, broken files, used folders (each failed before its fix) ----
+import signal, time
+
+def train_argv(tiny, out, *extra):
+    return ['train', '--model', str(tiny / 'model'), '--data', str(tiny / 'data.jsonl'), '--prompt-field', 'question',
+            '--reward', f"{tiny / 'rew.py'}:reward", '--group-size', '2', '--prompts-per-step', '2', '--max-new-tokens', '3',
+            '--output-dir', str(out), *extra]
+
+def test_ctrl_c_prints_one_line_with_the_resume_command(tiny, tmp_path):
+    """SIGINT to a running `carerft train`: no traceback, one line naming the checkpoint and the exact command to
+    resume (with --resume), exit code 130; that command then finishes the run and every step is logged once."""
+    exe = shutil.which('carerft') or str(Path(sys.executable).parent / 'carerft')
+    out = tmp_path / 'run'
+    p = subprocess.Popen([exe, *train_argv(tiny, out, '--steps', '400', '--save-every', '0')], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=os.environ | {'TQDM_DISABLE': '1'})
+    log = out / 'log.jsonl'
+    t0 = time.time()
+    while not (log.exists() and len(log.read_text().splitlines()) >= 2) and time.time() - t0 < 240: time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=240)
+    assert p.returncode == 130, stderr[-3000:]
+    assert 'Traceback' not in stderr + stdout
+    lines = [l for l in stderr.splitlines() if 'carerft train' in l]
+    assert len(lines) == 1 and 'interrupted after step' in lines[0] and 'checkpoint saved to' in lines[0], stderr[-3000:]
+    cmd = lines[0].split('resume with: ', 1)[1]
+    assert cmd.startswith('carerft train ') and cmd.endswith(' --resume')
+    step = int(lines[0].split('interrupted after step ')[1].split(';')[0])
+    assert [json.loads(l)['step'] for l in log.read_text().splitlines()] == list(range(1, step + 1))
+    argv = shlex.split(cmd)[1:]
+    argv[argv.index('--steps') + 1] = str(step + 2)             # a shorter run: the settings must match, so ...
+    assert main(argv) == 2                                      # ... this is refused (steps differ) ...
+    with open(out / 'config.json') as f: saved = json.load(f)
+    assert saved['steps'] == 400
+
+def test_resume_after_ctrl_c_finishes_the_run(tiny, tmp_path, capsys):
+    "Interrupt in process (KeyboardInterrupt from the reward), then the printed command finishes the run: steps logged once."
+    (tmp_path / 'rew.py').write_text(
+        "import os\nn = [0]\ndef reward(prompts, completions, answer, **_):\n    n[0] += 1\n"
+        "    if n[0] == 3 and not os.environ.get('NO_STOP'): raise KeyboardInterrupt\n"
+        "    return [float(a in c) for c, a in zip(completions, answer)]\n")
+    argv = train_argv(tiny, tmp_path / 'run', '--steps', '4', '--save-every', '0')
+    argv[argv.index('--reward') + 1] = f"{tmp_path / 'rew.py'}:reward"
+    assert main(argv) == 130
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert 'interrupted after step 2' in line, line
+    os.environ['NO_STOP'] = '1'
+    try: assert main(shlex.split(line.split('resume with: ', 1)[1])[1:]) == 0
+    finally: del os.environ['NO_STOP']
+    assert [json.loads(l)['step'] for l in (tmp_path / 'run' / 'log.jsonl').read_text().splitlines()] == [1, 2, 3, 4]
+
+@pytest.mark.parametrize('argv, msg', [
+    (['--max-grad-norm', '-1'], '--max-grad-norm must be a finite number > 0'),
+    (['--lr', '-0.001'], '--lr must be a finite number > 0'),
+    (['--warmup-steps', '-3'], '--warmup-steps must be an int >= 0'),
+    (['--entropy-coef', '-0.1'], '--entropy-coef must be a finite number >= 0'),
+    (['--lr-schedule', 'reduce_lr_on_plateau'], '--lr-schedule must be one of'),
+])
+def test_meaningless_numbers_name_the_flag(tiny, tmp_path, capsys, argv, msg):
+    assert main(train_argv(tiny, tmp_path / 'run', '--steps', '1', *argv)) == 2
+    assert msg in capsys.readouterr().err
+    assert not (tmp_path / 'run').exists()                      # refused before anything was written
+
+def test_broken_inputs_are_named(tiny, tmp_path, capsys):
+    bad = tmp_path / 'bad.jsonl'
+    bad.write_text('{"question": "x1", "answer": "1"}\n\n{"question": "x2", answer: 2}\n')
+    assert main(train_argv(tiny, tmp_path / 'r1', '--steps', '1', '--data', str(bad))) == 2
+    assert 'bad.jsonl, line 3: not valid JSON' in capsys.readouterr().err
+    cfg = tmp_path / 'c.yaml'; cfg.write_text('steps: 1\ngroup_size: [2\n')
+    assert main(train_argv(tiny, tmp_path / 'r2', '--config', str(cfg))) == 2
+    err = capsys.readouterr().err
+    assert 'c.yaml, line' in err and 'not valid YAML' in err, err
+    broken = tmp_path / 'model'; shutil.copytree(tiny / 'model', broken)
+    w = broken / 'model.safetensors'; w.write_bytes(w.read_bytes()[:1000])
+    argv = train_argv(tiny, tmp_path / 'r3', '--steps', '1'); argv[argv.index('--model') + 1] = str(broken)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert 'does not load' in err and 'truncated' in err and 'Traceback' not in err, err
+
+def test_used_folder_refused_before_loading(tiny, tmp_path, capsys):
+    out = tmp_path / 'run'
+    assert main(train_argv(tiny, out, '--steps', '1')) == 0
+    assert main(train_argv(tiny, out, '--steps', '1')) == 2
+    assert '--resume continues it, --overwrite deletes it' in capsys.readouterr().err
+    assert main(train_argv(tiny, out, '--steps', '2', '--overwrite')) == 0
+    assert [json.loads(l)['step'] for l in (out / 'log.jsonl').read_text().splitlines()] == [1, 2]
