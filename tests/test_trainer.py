@@ -296,7 +296,8 @@ def test_sigint_guard_can_fail(tmp_path, monkeypatch):
 KILL_IN_SAVE = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
-import accelerate
+import accelerate, torch
+torch.set_num_threads({threads})                                  # the parent's kernels: results compared bit for bit
 from test_trainer import make
 save = accelerate.Accelerator.save_state
 def dying_save(self, path, *a, **k):
@@ -313,7 +314,8 @@ make({out!r}, save_every=1, keep_checkpoints=3).train()
 def test_kill_during_save_leaves_a_loadable_checkpoint(tmp_path):
     "kill -9 while a checkpoint is written: the half-written one is never taken for a checkpoint; resume is exact."
     a = make(tmp_path / 'a', save_every=0); wa = weights(a.train())
-    r = subprocess.run([sys.executable, '-c', KILL_IN_SAVE.format(tests=str(Path(__file__).parent), out=str(tmp_path / 'b'))],
+    r = subprocess.run([sys.executable, '-c', KILL_IN_SAVE.format(tests=str(Path(__file__).parent), out=str(tmp_path / 'b'),
+                                                                threads=torch.get_num_threads())],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
     assert (tmp_path / 'b' / 'checkpoints' / 'step-4.tmp').exists()
