@@ -214,12 +214,12 @@ def _flag_error(err: ValueError) -> ValueError:
 
 def train_cmd(opts: dict):
     "Build everything from the options and train; returns the trainer."
-    from carerft.trainer import RFTConfig, RFTTrainer
+    from carerft.trainer import RFTConfig, RFTTrainer, check_output_dir
     reg = make_reg(opts.get('reg', 'srkl'), opts.get('beta', 0.04), opts.get('alpha', 0.8))
     try:
         cfg = RFTConfig(algo=make_algo(opts.get('algo', 'grpo')), reg=reg,
                         **{k: opts[k] for k in list(_TRAIN_FIELDS) + list(_TRAIN_SWITCHES) if k in opts})
-        RFTTrainer.check_output_dir(cfg)          # before loading any model: a refused folder costs nothing
+        check_output_dir(cfg)                     # before loading any model: a refused folder costs nothing
     except ValueError as e: raise _flag_error(e) from None
     reward = load_reward(opts.get('reward', 'math'))
     rows = load_rows(opts['data'], opts.get('prompt_field', 'prompt'))

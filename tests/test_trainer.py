@@ -287,7 +287,8 @@ def test_sigint_anywhere_in_a_step_resumes_exactly(tmp_path, point, done):
 def test_sigint_guard_can_fail(tmp_path, monkeypatch):
     "Guard: without undoing the unfinished step (the old behaviour) the resumed run differs from the straight one."
     a = make(tmp_path / 'a', save_every=0); wa = weights(a.train())
-    monkeypatch.setattr(RFTTrainer, '_undo', lambda self, snap: setattr(self.state, 'step', snap['step']))
+    import carerft.trainer as trainer_module
+    monkeypatch.setattr(trainer_module._State, 'restore', lambda self, snap: setattr(self, 'step', snap['step']))
     b = make(tmp_path / 'b', save_every=0); interrupt_at(b, 'reward')
     with pytest.raises(TrainingInterrupted): b.train()
     wc = weights(make(tmp_path / 'b', save_every=0, resume=True).train())
