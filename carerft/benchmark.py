@@ -205,12 +205,13 @@ def add_bench_arguments(p: argparse.ArgumentParser, # the parser (or subparser) 
     return p
 
 def bench_from_args(args) -> dict:
-    "Run `benchmark` with parsed `carerft bench` arguments; write --json if given."
+    "Run `benchmark` with parsed `carerft bench` arguments (it prints the summary); write --json if given."
     res = benchmark(args.steps, args.warmup, args.threads, args.hidden, args.layers, args.heads, args.prompts, args.group_size,
                     args.max_new_tokens, prompt_len=args.prompt_len, beta=args.beta, seed=args.seed)
     if args.json:
-        with open(args.json, 'w') as f: json.dump(res, f, indent=1)
-        print(f'result written to {args.json}'); print(summary(res))
+        with open(args.json, 'w') as f:
+            json.dump(res, f, indent=1)
+        print(f'result written to {args.json}', file=sys.stderr)   # stdout still ends with the summary
     return res
 
 def main_bench(argv=None) -> int:

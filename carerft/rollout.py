@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['Rollout', 'special_ids', 'positions', 'encode_prompts', 'filter_logits', 'sample_token', 'completion_masks',
-           'sample_ids', 'sample', 'token_logprobs']
+           'sample_ids', 'sample', 'greedy', 'token_logprobs']
 
 # %% ../nbs/03_rollout.ipynb #c8229e11
 import functools
@@ -267,6 +267,17 @@ def sample(model,                       # a transformers causal LM
         with torch.no_grad(): r.ref_logp = token_logprobs(ref_model, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask,
                                                           temperature, group_size=G)
     return r
+
+# %% ../nbs/03_rollout.ipynb #grdcode
+@torch.no_grad()
+def greedy(
+    model,
+    tokenizer,  # a transformers causal LM and its tokenizer
+    prompts: list,  # B prompt strings
+    max_new_tokens: int,  # longest completion, in tokens
+) -> list[str]:  # B decoded completions (up to the first EOS, special tokens skipped)
+    "Greedy (arg-max) completions of a batch of prompts: `sample` with top_k=1."
+    return sample(model, tokenizer, list(prompts), 1, max_new_tokens, top_k=1).completions
 
 # %% ../nbs/03_rollout.ipynb #c3c0bd44
 def _check_groups(prompt_ids, prompt_mask, group_size: int):

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast, Qwen2ForCausalLM
 from .tiny import char_tokenizer, tiny_model
 from .rollout import sample
-from .evaluate import greedy
+from .rollout import greedy
 from .calibration import auroc, brier, ece, self_consistency
 
 # %% ../nbs/08_toyworld.ipynb #387ceec4
@@ -260,7 +260,7 @@ def _majorities(model, tokenizer, prompts, n_samples, temperature, generator, ba
     return out
 
 def _greedy(model, tokenizer, prompts):
-    "The arg-max completion of each prompt, stripped (carerft.evaluate.greedy)."
+    "The arg-max completion of each prompt, stripped (carerft.rollout.greedy)."
     return [c.strip() for c in greedy(model, tokenizer, prompts, len(ABSTAIN) + 1)]
 
 # %% ../nbs/08_toyworld.ipynb #f36d8e93

@@ -94,3 +94,13 @@ def test_main_bench_json_and_last_line(tmp_path, capsys):
 def test_main_bench_bad_argument(capsys):
     assert main_bench(['--threads', '0']) == 2
     assert 'threads must be an int >= 1' in capsys.readouterr().err
+
+def test_bench_prints_its_summary_once(tmp_path, capsys):
+    "Regression: `carerft bench --json` printed the summary line twice (once by benchmark(), once more after the file note)."
+    rc = main_bench(['--steps', '1', '--warmup', '0', '--hidden', '32', '--layers', '1', '--heads', '2', '--prompts', '2',
+                     '--group-size', '2', '--max-new-tokens', '2', '--json', str(tmp_path / 'r.json')])
+    assert rc == 0
+    cap = capsys.readouterr()
+    assert (cap.out + cap.err).count('carerft/TRL step-time ratio: ') == 1
+    assert cap.out.strip().splitlines()[-1].startswith('carerft/TRL step-time ratio: ')   # still the last line of stdout
+    assert f"result written to {tmp_path / 'r.json'}" in cap.out + cap.err

@@ -77,3 +77,184 @@ def test_t_quantile_matches_scipy():
     m, h = mean_ci(xs)
     sd = stats.tstd(xs)
     assert h == pytest.approx(stats.t.ppf(0.975, 11) * sd / len(xs) ** 0.5, rel=1e-3)
+
+
+# ---------------------------------------------------------------- reliability regressions (named after their bugs)
+import functools
+import math
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import types
+import carerft.compare as cmp
+
+
+@pytest.fixture
+def small_cli(monkeypatch, tmp_path_factory):
+    "`carerft compare` on the miniature world and RL settings: returns the flags every test run shares."
+    monkeypatch.setattr(tw, 'ToyWorldConfig', functools.partial(tw.ToyWorldConfig, **WORLD))
+    for k, v in dict(SMALL_RL, steps=None).items():
+        if v is not None: monkeypatch.setitem(cmp.RL_DEFAULTS, k, v)
+    cache = tmp_path_factory.getbasetemp() / 'cli-cache'
+    return ['--steps', '3', '--n-questions', '8', '--n-samples', '2', '--cache-dir', str(cache), '--no-progress']
+
+
+def test_rerun_with_other_settings_is_refused_naming_each_setting(run):
+    "Regression: a rerun with other settings in the same folder reused the old arms and mixed settings in results.json."
+    d, arms, res = run
+    before = (d / 'out' / 'results.json').read_text()
+    world = tw.ToyWorldConfig(**dict(WORLD, hidden=48))
+    with pytest.raises(ValueError) as e:
+        compare(d / 'out', arms, world, rl=dict(SMALL_RL, steps=4), eval_kw=dict(EVAL, n_samples=2), cache_dir=d / 'cache', progress=False)
+    msg = str(e.value)
+    for said in ('world.hidden: 32 -> 48', 'rl.steps: 3 -> 4', 'eval.n_samples: 4 -> 2', 'overwrite'):
+        assert said in msg, (said, msg)
+    assert (d / 'out' / 'results.json').read_text() == before                     # nothing touched
+    saved = json.loads(before)
+    assert saved['world']['hidden'] == 32 and saved['rl']['steps'] == 3 and saved['eval']['n_samples'] == 4
+
+
+def test_overwrite_starts_the_folder_afresh(tmp_path):
+    arms = plan_arms(regs=('none',))
+    kw = dict(world=tw.ToyWorldConfig(**WORLD), eval_kw=EVAL, cache_dir=tmp_path / 'cache', progress=False)
+    compare(tmp_path / 'o', arms, rl=SMALL_RL, **kw)
+    stale = tmp_path / 'o' / 'grpo-srkl-b0.04-a0.8-s0'                          # an unfinished arm of the old settings
+    (stale / 'checkpoints' / 'step-2').mkdir(parents=True)
+    res = compare(tmp_path / 'o', arms, rl=dict(SMALL_RL, steps=2), overwrite=True, **kw)
+    assert [a['steps'] for a in res] == [0, 2] and not stale.exists()
+    assert len((tmp_path / 'o' / 'grpo-none-s0' / 'log.jsonl').read_text().splitlines()) == 2
+    assert json.loads((tmp_path / 'o' / 'results.json').read_text())['rl']['steps'] == 2
+
+
+def test_run_arm_resumes_a_checkpoint_and_otherwise_overwrites(tmp_path, monkeypatch):
+    "The trainer refuses a used output_dir: run_arm resumes an arm with a checkpoint and restarts one without (compare's own unfinished work)."
+    seen = []
+    class Trainer:
+        def __init__(self, model, tok, rows, reward, cfg, **kw):
+            seen.append(cfg)
+            self.config, self.callbacks, self.state = cfg, [], types.SimpleNamespace(step=0)
+        def train(self): raise KeyboardInterrupt
+    monkeypatch.setattr(cmp, 'RFTTrainer', Trainer)
+    arm, world = plan_arms(regs=('none',))[0], tw.ToyWorldConfig(**WORLD)
+    folder = tmp_path / 'o' / arm_name(arm)
+    for make, want in ((None, (False, True)), ('log.jsonl', (False, True)), ('checkpoints/step-2', (True, False))):
+        if make: (folder / make).parent.mkdir(parents=True, exist_ok=True); (folder / make).mkdir() if 'step' in make else (folder / make).write_text('{}\n')
+        with pytest.raises(KeyboardInterrupt): cmp.run_arm(arm, world, tmp_path / 'o', SMALL_RL, EVAL, tmp_path / 'cache')
+        assert (seen[-1].resume, seen[-1].overwrite) == want, make
+
+
+def test_unfinished_arm_without_checkpoint_is_restarted(tmp_path):
+    "An arm folder with a log but no checkpoint (interrupted before its first save) does not block the rerun."
+    arms = plan_arms(regs=('none',))
+    kw = dict(world=tw.ToyWorldConfig(**WORLD), rl=SMALL_RL, eval_kw=EVAL, cache_dir=tmp_path / 'cache', progress=False)
+    (tmp_path / 'o' / 'grpo-none-s0').mkdir(parents=True)
+    (tmp_path / 'o' / 'grpo-none-s0' / 'log.jsonl').write_text('{"step": 1}\n')
+    res = compare(tmp_path / 'o', arms, **kw)
+    assert len((tmp_path / 'o' / 'grpo-none-s0' / 'log.jsonl').read_text().splitlines()) == SMALL_RL['steps'] and len(res) == 2
+
+
+@pytest.mark.parametrize('flags,said', [
+    (['--regs', ''], '--regs'), (['--algos', ''], '--algos'), (['--seeds', ''], '--seeds'),
+    (['--regs', 'rkl', '--betas', ''], '--betas'), (['--regs', 'srkl', '--alphas', ''], '--alphas')])
+def test_empty_arm_lists_are_refused(tmp_path, capsys, small_cli, flags, said):
+    "Regression: `--regs ''` exited 0 and claimed to have written a results.json that did not exist."
+    assert main(['compare', '--out', str(tmp_path / 'o')] + small_cli + flags) == 2
+    cap = capsys.readouterr()
+    assert said in cap.err and 'empty' in cap.err and 'wrote' not in cap.out
+    assert not (tmp_path / 'o' / 'results.json').exists()
+
+
+@pytest.mark.parametrize('flag,value,said', [
+    ('--steps', '-1', '--steps must be an int >= 1, got -1'), ('--steps', '0', '--steps must be an int >= 1, got 0'),
+    ('--lr', '0', '--lr must be a finite number > 0, got 0.0'), ('--lr', 'nan', '--lr must be a finite number > 0, got nan'),
+    ('--base-steps', '0', '--base-steps must be an int >= 1, got 0'),
+    ('--n-questions', '0', '--n-questions must be an int >= 1, got 0'), ('--n-samples', '-2', '--n-samples must be an int >= 1, got -2'),
+    ('--threads', '0', '--threads must be an int >= 1, got 0'),
+    ('--betas', '-0.1', '--betas must be finite numbers >= 0, got -0.1'), ('--betas', 'inf', '--betas must be finite numbers >= 0, got inf'),
+    ('--alphas', '1', '--alphas must be numbers in [0, 1), got 1.0'), ('--alphas', '-0.5', '--alphas must be numbers in [0, 1), got -0.5'),
+    ('--entropy-coefs', '-0.01', '--entropy-coefs must be finite numbers > 0, got -0.01'),
+    ('--entropy-coefs', '0', '--entropy-coefs must be finite numbers > 0, got 0.0'),
+    ('--seeds', '-1', '--seeds must be ints >= 0, got -1'), ('--seeds', '0,0', '--seeds lists 0 twice'),
+    ('--betas', '0.1,0.1', '--betas lists 0.1 twice'), ('--regs', 'none,none', '--regs lists none twice')])
+def test_numeric_options_are_checked_at_the_boundary(tmp_path, capsys, small_cli, flag, value, said):
+    "Regression: `--steps -1` said `n must be an int >= 0, got -32`; every option is checked before any work, naming the flag."
+    argv = ['compare', '--out', str(tmp_path / 'o'), '--regs', 'none,rkl,srkl'] + small_cli + [flag, value]
+    assert main(argv) == 2
+    assert said in capsys.readouterr().err
+    assert not (tmp_path / 'o').exists()                                           # refused before anything was written
+
+
+def test_grid_with_algos_or_seeds_is_refused(tmp_path, capsys):
+    assert main(['compare', '--out', str(tmp_path / 'o'), '--grid', '--seeds', '0']) == 2
+    assert '--grid' in capsys.readouterr().err
+
+
+def test_bad_list_item_names_the_list_type(capsys):
+    with pytest.raises(SystemExit): main(['compare', '--seeds', '0,x'])
+    assert "invalid comma list of ints value: '0,x'" in capsys.readouterr().err
+
+
+def test_resume_command_drops_overwrite_and_keeps_the_rest():
+    p = cmp.add_compare_parser(__import__('argparse').ArgumentParser().add_subparsers())
+    args = p.parse_args(['--out', 'my runs', '--regs', 'none,srkl', '--steps', '40', '--overwrite', '--no-progress'])
+    cmd = cmp.resume_command(args)
+    assert cmd == "carerft compare --out 'my runs' --regs none,srkl --steps 40 --no-progress"
+    assert cmp.resume_command(p.parse_args(shlex.split(cmd)[2:])) == cmd
+
+
+DRIVER = """
+import functools, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)     # a background job may start with SIGINT ignored
+import carerft.toyworld as tw, carerft.compare as cmp
+tw.ToyWorldConfig = functools.partial(tw.ToyWorldConfig, **{world!r})
+cmp.RL_DEFAULTS.update({rl!r})
+from carerft.cli import main
+sys.exit(main(['compare'] + sys.argv[1:]))
+"""
+
+def test_ctrl_c_prints_one_line_with_the_resume_command_and_resumes_exactly(tmp_path):
+    "Regression: an interrupted compare printed ~115 lines of traceback. Now: one line, exit 130, and the printed command resumes."
+    driver = tmp_path / 'driver.py'
+    driver.write_text(DRIVER.format(world=WORLD, rl=dict(prompts_per_step=4, group_size=4, save_every=10)))
+    env = dict(os.environ, HF_HUB_OFFLINE='1', TOKENIZERS_PARALLELISM='false')
+    flags = ['--regs', 'srkl', '--steps', '60', '--n-questions', '8', '--n-samples', '2', '--cache-dir', str(tmp_path / 'c'), '--no-progress']
+    run = lambda out, extra=(): subprocess.run([sys.executable, str(driver), '--out', str(out)] + flags + list(extra), env=env,
+                                               capture_output=True, text=True, timeout=300)
+    full = run(tmp_path / 'full')                                    # uninterrupted; also caches the base model
+    assert full.returncode == 0, full.stderr
+    out = tmp_path / 'cut'
+    p = subprocess.Popen([sys.executable, str(driver), '--out', str(out)] + flags, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    log, t0 = out / 'grpo-srkl-b0.04-a0.8-s0' / 'log.jsonl', time.time()
+    while not (log.exists() and log.read_text().count('\n') >= 2) and p.poll() is None and time.time() - t0 < 240: time.sleep(0.01)
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode == 130, (stdout, stderr)
+    text = stdout + stderr
+    assert 'Traceback' not in text, text
+    lines = [l for l in text.splitlines() if 'carerft compare --out' in l]
+    assert len(lines) == 1 and len(text.strip().splitlines()) == 1, text
+    assert 'results.json' in lines[0] and 'checkpoint' in lines[0]
+    cmd = shlex.split(lines[0].split('resume with: ')[1])
+    assert cmd[:2] == ['carerft', 'compare']
+    again = subprocess.run([sys.executable, str(driver)] + cmd[2:], env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    a, b = (json.loads((o / 'results.json').read_text())['arms'] for o in (tmp_path / 'full', out))
+    drop = lambda e: {k: v for k, v in e.items() if k != 'seconds'}
+    assert [drop(e) for e in a] == [drop(e) for e in b]
+    rows = lambda p: [{k: v for k, v in json.loads(l).items() if not k.startswith('time_')} for l in p.read_text().splitlines()]
+    assert rows(tmp_path / 'full' / 'grpo-srkl-b0.04-a0.8-s0' / 'log.jsonl') == rows(log)   # the same training, step by step
+
+
+def test_each_rl_arm_shows_a_step_bar(tmp_path, capfd):
+    "Regression: compare showed no progress during each RL arm. Each arm gets a per-step bar named after it; progress=False is silent."
+    arms = plan_arms(regs=('none',))
+    kw = dict(world=tw.ToyWorldConfig(**WORLD), rl=SMALL_RL, eval_kw=EVAL, cache_dir=tmp_path / 'cache')
+    compare(tmp_path / 'a', arms, progress=True, **kw)
+    err = capfd.readouterr().err
+    assert 'grpo-none-s0: ' in err and f"{SMALL_RL['steps']}/{SMALL_RL['steps']}" in err
+    compare(tmp_path / 'b', arms, progress=False, **kw)
+    assert capfd.readouterr().err.strip() == ''

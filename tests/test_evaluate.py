@@ -2,6 +2,8 @@
 import json
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 import numpy as np
 import pytest
@@ -313,6 +315,7 @@ def test_evaluate_rejects_bad_rows(model, tok, rows, bad, match):
 def test_evaluate_rejects_bad_counts(model, tok, rows):
     with pytest.raises(ValueError, match='n_samples must be an int >= 1'): evaluate(model, tok, rows['gsm8k'], n_samples=0)
     with pytest.raises(ValueError, match='batch_size must be an int >= 1'): evaluate(model, tok, rows['gsm8k'], batch_size=2.0)
+    with pytest.raises(ValueError, match='seed must be an int >= 0'): evaluate(model, tok, rows['gsm8k'], seed=-1)   # not after sampling
 
 
 # ---------------------------------------------------------------- CLI
@@ -348,3 +351,79 @@ def test_real_files_load():
     assert all(sum(r['labels']) == 1 and r['labels'][0] == 1 for r in rows['truthfulqa'])
     assert all(sum(r['mc2_labels']) >= 1 for r in rows['truthfulqa'])
     assert len({r['id'] for r in rows['math500']}) == 500 and all(r['answer'] for r in rows['math500'])
+
+
+# ---------------------------------------------------------------- where `carerft eval` finds its data (regressions)
+def _save_tiny(model, tok, path):
+    model.save_pretrained(path); tok.save_pretrained(path)
+    return str(path)
+
+
+def test_eval_reads_CARERFT_DATA_when_data_is_not_given(model, tok, tmp_path, monkeypatch, capsys):
+    "Regression: `carerft eval` ignored CARERFT_DATA and went to the hub."
+    m = _save_tiny(model, tok, tmp_path / 'm')
+    argv = [m, '--benchmarks', 'gsm8k', '--n-samples', '2', '--max-new-tokens', '4', '--no-progress', '--out']
+    monkeypatch.setenv('CARERFT_DATA', str(FIX))
+    assert eval_main(argv + [str(tmp_path / 'a')]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / 'a' / 'summary.json').read_text())[0]['n_questions'] == 3
+    monkeypatch.setenv('CARERFT_DATA', str(tmp_path / 'nowhere'))                   # --data wins over the variable
+    assert eval_main(argv + [str(tmp_path / 'b'), '--data', str(FIX)]) == 0
+    assert eval_main(argv + [str(tmp_path / 'c')]) == 2
+    err = capsys.readouterr().err
+    assert 'no gsm8k data at' in err and 'CARERFT_DATA' in err
+
+
+def _eval_subprocess(tmp_path, **env):
+    "`carerft eval` without --data or CARERFT_DATA, in a fresh process with `env` set."
+    base = {k: v for k, v in os.environ.items() if k not in ('CARERFT_DATA', 'HF_HUB_OFFLINE', 'HF_DATASETS_OFFLINE', 'TRANSFORMERS_OFFLINE')}
+    code = 'import sys; from carerft.evaluate import eval_main; sys.exit(eval_main())'
+    return subprocess.run([sys.executable, '-c', code, str(tmp_path / 'no-model'), '--benchmarks', 'gsm8k', '--out', str(tmp_path / 'o')],
+                          env=base | env, capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.parametrize('env', [dict(HF_HUB_OFFLINE='1'), dict(HF_ENDPOINT='http://127.0.0.1:9')], ids=['offline', 'unreachable'])
+def test_eval_without_data_fails_fast_naming_data_and_CARERFT_DATA(tmp_path, env):
+    "Regression: with no local data and no hub, `carerft eval` retried the hub for 28 s and never named CARERFT_DATA."
+    p = _eval_subprocess(tmp_path, **env)
+    assert p.returncode == 2, p.stderr
+    assert '--data' in p.stderr and 'CARERFT_DATA' in p.stderr, p.stderr
+    assert 'Retrying' not in p.stderr and 'Traceback' not in p.stderr, p.stderr
+
+
+def test_hub_reachable_is_a_quick_connection_check(monkeypatch):
+    monkeypatch.setenv('HF_ENDPOINT', 'http://127.0.0.1:9')                          # nothing listens on the discard port
+    assert ev.hub_reachable(timeout=1.0) is False
+    import socket
+    opened = []
+    class Conn:
+        def __enter__(self): return self
+        def __exit__(self, *a): pass
+    monkeypatch.setattr(socket, 'create_connection', lambda addr, timeout: opened.append((addr, timeout)) or Conn())
+    monkeypatch.setenv('HF_ENDPOINT', 'https://hub.example.org')
+    assert ev.hub_reachable(timeout=0.5) is True and opened == [(('hub.example.org', 443), 0.5)]
+
+
+def test_unreachable_hub_is_refused_before_datasets_is_asked(monkeypatch):
+    import datasets
+    import datasets.config
+    monkeypatch.setattr(datasets.config, 'HF_HUB_OFFLINE', False)           # as if imported online
+    monkeypatch.setattr(ev, 'hub_reachable', lambda timeout=1.0: False)
+    monkeypatch.setattr(datasets, 'load_dataset', lambda *a, **k: pytest.fail('load_dataset was called'))
+    with pytest.raises(RuntimeError, match=r"could not load gsm8k from the hub .*unreachable.*--data.*CARERFT_DATA"):
+        load_benchmark('gsm8k')
+
+
+@pytest.mark.parametrize('flags,said', [
+    (['--n-samples', '0'], '--n-samples must be an int >= 1, got 0'), (['--limit', '0'], '--limit must be an int >= 1, got 0'),
+    (['--max-new-tokens', '0'], '--max-new-tokens must be an int >= 1, got 0'),
+    (['--temperature', '0'], '--temperature must be a finite number > 0, got 0.0'),
+    (['--temperature', 'nan'], '--temperature must be a finite number > 0, got nan'),
+    (['--batch-size', '-1'], '--batch-size must be an int >= 1, got -1'), (['--seed', '-1'], '--seed must be an int >= 0, got -1'),
+    (['--benchmarks', 'gsm8k', 'gsm8k'], '--benchmarks lists gsm8k twice')])
+def test_eval_options_are_checked_at_the_boundary(model, tok, tmp_path, capsys, flags, said):
+    "Every numeric option of `carerft eval` is refused before the model or the data are loaded, naming the flag."
+    argv = [_save_tiny(model, tok, tmp_path / 'm'), '--benchmarks', 'gsm8k', '--data', str(FIX), '--limit', '1',
+            '--n-samples', '2', '--max-new-tokens', '2', '--no-progress', '--out', str(tmp_path / 'o')] + flags
+    assert eval_main(argv) == 2
+    assert said in capsys.readouterr().err
+    assert not (tmp_path / 'o').exists()
