@@ -4,7 +4,7 @@ import math
 import random
 import pytest
 import torch
-from carerft.toyworld import (ABSTAIN, ToyWorldConfig, base_path, encode_examples, evaluate_world, fit_base, lm_loss,
+from carerft.toyworld import (IDK, ToyWorldConfig, base_path, encode_examples, evaluate_world, fit_base, lm_loss,
                               make_questions, noisy_target, question_split, reward, train_base, world_model, world_tokenizer)
 from carerft.rollout import sample, token_logprobs
 from carerft.calibration import ece
@@ -44,7 +44,7 @@ def test_answerable_answers_match_independent_evaluator(cfg):
 @pytest.mark.parametrize('cfg', CONFIGS[:2], ids=['default', 'mod7'])
 def test_unanswerable_twins_differ_by_one_unknown_and_are_really_unknowable(cfg):
     for q in make_questions(300, 2, 'unanswerable', cfg):
-        assert q['answerable'] is False and q['answer'] == ABSTAIN
+        assert q['answerable'] is False and q['answer'] == IDK
         operands, ops = parse(q['prompt'])
         assert operands.count('?') == 1 and q['prompt'].count('?') == 1 and set(ops) <= set(cfg.operations)
         i = operands.index('?')
@@ -82,8 +82,8 @@ def test_determinism_per_seed():
 
 def test_reward():
     prompts = ['3+5*2='] * 5 + ['3+?*2='] * 2
-    completions = ['6', '7', ABSTAIN, '6\n', '', ABSTAIN, '6']
-    answer = ['6'] * 5 + [ABSTAIN] * 2
+    completions = ['6', '7', IDK, '6\n', '', IDK, '6']
+    answer = ['6'] * 5 + [IDK] * 2
     answerable = [True] * 5 + [False] * 2
     assert reward(prompts, completions, answer, answerable, extra_column=[0] * 7) == [1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0]
     with pytest.raises(ValueError, match='same length'): reward(prompts, completions, answer[:3])
@@ -92,13 +92,13 @@ def test_reward():
 def test_noisy_target_mix():
     cfg = ToyWorldConfig(hedge_frac=0.2, noise_frac=0.3, guess_frac=0.25)
     rng, n = random.Random(0), 40_000
-    q, u = dict(prompt='1+2=', answer='3', answerable=True), dict(prompt='1+?=', answer=ABSTAIN, answerable=False)
+    q, u = dict(prompt='1+2=', answer='3', answerable=True), dict(prompt='1+?=', answer=IDK, answerable=False)
     t = [noisy_target(q, rng, cfg) for _ in range(n)]
-    for value, p in ((ABSTAIN, 0.2), ('3', 0.5 + 0.03), ('4', 0.03)):
+    for value, p in ((IDK, 0.2), ('3', 0.5 + 0.03), ('4', 0.03)):
         assert abs(t.count(value) / n - p) < 4 * math.sqrt(p * (1 - p) / n), value
     t = [noisy_target(u, rng, cfg) for _ in range(n)]
-    assert abs(t.count(ABSTAIN) / n - 0.75) < 4 * math.sqrt(0.75 * 0.25 / n)
-    assert set(t) <= {ABSTAIN} | {str(d) for d in range(10)}
+    assert abs(t.count(IDK) / n - 0.75) < 4 * math.sqrt(0.75 * 0.25 / n)
+    assert set(t) <= {IDK} | {str(d) for d in range(10)}
 
 
 @pytest.mark.parametrize('kw, name', [
@@ -123,7 +123,7 @@ def test_lm_loss_matches_rollout_logprobs():
     "The training loss equals minus the mean per-token log-prob that the RL sampler's scorer computes."
     cfg, tok = ToyWorldConfig(**TINY), world_tokenizer()
     model = world_model(cfg, tok, seed=3)
-    prompts, targets = ['3+5*2=', '1+?=', '7-2*9+1='], ['6', ABSTAIN, '2']
+    prompts, targets = ['3+5*2=', '1+?=', '7-2*9+1='], ['6', IDK, '2']
     ids, mask, loss_mask = encode_examples(tok, prompts, targets)
     P = max(map(len, prompts))
     with torch.no_grad():
@@ -176,6 +176,6 @@ def test_evaluate_world_records_and_metrics():
         assert r['confidence'] == r['samples'].count(r['majority']) / 5
     assert res['accuracy'] == sum(r['majority'] == r['answer'] for r in ans) / 20
     assert res['sample_accuracy'] == pytest.approx(sum(s == r['answer'] for r in ans for s in r['samples']) / 100)
-    assert res['hallucination_rate'] == sum(r['majority'] != ABSTAIN for r in unans) / 20
+    assert res['hallucination_rate'] == sum(r['majority'] != IDK for r in unans) / 20
     assert res['ece'] == pytest.approx(ece([r['confidence'] for r in ans], [r['correct'] for r in ans]))
     with pytest.raises(ValueError, match='n_questions'): evaluate_world(model, tok, cfg, n_questions=0)
