@@ -4,13 +4,10 @@
 
 # %% auto #0
 __all__ = ['CHARS', 'bench_prompts', 'count_a', 'matched_configs', 'work_model', 'timed_generate', 'Interleave', 'summary',
-           'benchmark', 'add_bench_arguments', 'bench_from_args', 'main_bench']
+           'benchmark']
 
 # %% ../nbs/11_benchmark.ipynb #03288476
-import argparse
-import json
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -188,35 +185,3 @@ def benchmark(steps: int = 5,            # measured steps per trainer (medians o
     res['ratio_work'] = work_model(prompts_per_step, group_size, prompt_len, max_new_tokens)['ratio']
     if verbose: print(summary(res))
     return res
-
-# %% ../nbs/11_benchmark.ipynb #1b10da29
-def add_bench_arguments(p: argparse.ArgumentParser, # the parser (or subparser) to fill
-                       ) -> argparse.ArgumentParser:
-    "Add the benchmark's options to an argparse parser (used by `carerft bench`)."
-    for flag, typ, default, text in (('--steps', int, 5, 'measured steps'), ('--warmup', int, 2, 'discarded warm-up steps'),
-                                     ('--threads', int, 2, 'torch threads for both trainers'), ('--hidden', int, 256, 'model width'),
-                                     ('--layers', int, 4, 'decoder layers'), ('--heads', int, 4, 'attention heads'),
-                                     ('--prompts', int, 8, 'prompts per step (B)'), ('--group-size', int, 8, 'completions per prompt (G)'),
-                                     ('--max-new-tokens', int, 32, 'completion length (T)'), ('--prompt-len', int, 64, 'prompt length in tokens (P)'),
-                                     ('--beta', float, 0.04, 'reverse-KL weight'),
-                                     ('--seed', int, 0, 'seed')):
-        p.add_argument(flag, type=typ, default=default, help=f'{text} (default {default})')
-    p.add_argument('--json', default=None, help='write the full result to this JSON file')
-    return p
-
-def bench_from_args(args) -> dict:
-    "Run `benchmark` with parsed `carerft bench` arguments (it prints the summary); write --json if given."
-    res = benchmark(args.steps, args.warmup, args.threads, args.hidden, args.layers, args.heads, args.prompts, args.group_size,
-                    args.max_new_tokens, prompt_len=args.prompt_len, beta=args.beta, seed=args.seed)
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(res, f, indent=1)
-        print(f'result written to {args.json}', file=sys.stderr)   # stdout still ends with the summary
-    return res
-
-def main_bench(argv=None) -> int:
-    "Entry point: `carerft bench [options]`; returns the exit status."
-    args = add_bench_arguments(argparse.ArgumentParser(prog='carerft bench', description='Step time of carerft vs TRL GRPOTrainer.')).parse_args(argv)
-    try: bench_from_args(args)
-    except ValueError as err: print(f'carerft bench: error: {err}', file=sys.stderr); return 2
-    return 0

@@ -4,18 +4,15 @@
 
 # %% auto #0
 __all__ = ['RL_DEFAULTS', 'EVAL_DEFAULTS', 'METRICS', 'check_grid', 'plan_arms', 'arm_name', 'trainer_flags', 'run_arm',
-           'settings', 'settings_diff', 'compare', 't975', 'mean_ci', 'group_arms', 'markdown_summary', 'plot_report',
-           'write_report', 'add_compare_parser', 'resume_command', 'interrupted_message', 'compare_from_args']
+           'settings', 'settings_diff', 'read_results', 'compare', 't975', 'mean_ci', 'group_arms', 'markdown_summary',
+           'plot_report', 'write_report', 'run_compare']
 
 # %% ../nbs/12_compare.ipynb #0f9266c3
-import argparse
 import copy
 import json
 import math
 import re
-import shlex
 import shutil
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -30,9 +27,6 @@ from .trainer import RFTConfig, RFTTrainer
 from . import toyworld as tw
 
 # %% ../nbs/12_compare.ipynb #61cbeb8a
-_FLAGS = dict(algos='--algos', regs='--regs', seeds='--seeds', betas='--betas', alphas='--alphas',
-              entropy_coefs='--entropy-coefs')
-
 def _real(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -43,20 +37,21 @@ _RULES = dict(algos=(lambda v: v in ALGOS, f"must be among {', '.join(ALGOS)}"),
               alphas=(lambda v: _real(v) and 0 <= v < 1, 'must be numbers in [0, 1)'),
               entropy_coefs=(lambda v: _real(v) and math.isfinite(v) and v > 0, 'must be finite numbers > 0'))
 
-def check_grid(lists: dict,          # algos, regs, seeds, betas, alphas, entropy_coefs -> their values
-               flags: bool = False,  # name the command-line flags (--betas) instead of the arguments (betas)
+def check_grid(lists: dict, # algos, regs, seeds, betas, alphas, entropy_coefs -> their values
               ):
     "Refuse an empty list the grid needs, a repeated value, or a value out of range, naming the list."
-    name = (lambda k: _FLAGS[k]) if flags else (lambda k: k)
     need = ['algos', 'regs', 'seeds'] + ['betas'] * bool({'rkl', 'srkl'} & set(lists['regs']))
     for k in need + ['alphas'] * ('srkl' in lists['regs']):
-        if not lists[k]: raise ValueError(f"{name(k)} is empty: the grid needs at least one value")
+        if not lists[k]:
+            raise ValueError(f"{k} is empty: the grid needs at least one value")
     for k, vs in lists.items():
         twice = [v for i, v in enumerate(vs) if v in vs[:i]]
-        if twice: raise ValueError(f"{name(k)} lists {twice[0]} twice")
+        if twice:
+            raise ValueError(f"{k} lists {twice[0]} twice")
         ok, rule = _RULES[k]
         bad = [v for v in vs if not ok(v)]
-        if bad: raise ValueError(f"{name(k)} {rule}, got {bad[0]!r}")
+        if bad:
+            raise ValueError(f"{k} {rule}, got {bad[0]!r}")
 
 # %% ../nbs/12_compare.ipynb #69c9107e
 def plan_arms(algos=('grpo',),          # any of grpo, dapo, gspo
@@ -105,6 +100,7 @@ def trainer_flags(folder: Path) -> dict:
 def _step_bar(trainer, name: str, progress: bool):
     "A per-step bar for one arm, under the compare bar, fed by a trainer callback; removed when closed."
     bar = tqdm(total=trainer.config.steps, initial=trainer.state.step, desc=name, position=1, leave=False,
+               mininterval=0, miniters=1,  # every step is drawn: steps are seconds apart, and a test reads the bar
                disable=not progress)
     def step(tr, row):
         bar.update(tr.state.step - bar.n)
@@ -170,7 +166,9 @@ def settings_diff(old: dict, new: dict, prefix: str = '') -> list[str]:
     return out
 
 # %% ../nbs/12_compare.ipynb #bb6cde88
-def _load(path: Path) -> list[dict]:
+def read_results(out) -> list[dict]:
+    "The finished entries recorded in `out`/results.json ([] when there is none yet)."
+    path = Path(out) / 'results.json'
     return json.loads(path.read_text())['arms'] if path.exists() else []
 
 def _save(path: Path, arms: list[dict], meta: dict):
@@ -215,7 +213,7 @@ def compare(out='runs/compare',        # folder for results.json, report.md, fig
     if overwrite: _clear(out)
     else: _refuse_other_settings(out, meta)
     out.mkdir(parents=True, exist_ok=True)
-    path, done = out / 'results.json', _load(out / 'results.json')
+    path, done = out / 'results.json', read_results(out)
     _save(path, done, meta)                                    # the settings are on record before any arm runs
     seen = {_base_name(a) for a in done}
     seeds = sorted({a['seed'] for a in arms})
@@ -348,93 +346,42 @@ def write_report(arms: list[dict], out) -> Path:
     return out / 'report.md'
 
 # %% ../nbs/12_compare.ipynb #bb536c5e
-def _csv(typ, what: str):
-    "An argparse type for a comma list; `what` names it in argparse's error ('invalid comma list of ints value')."
-    def parse(s): return tuple(typ(x.strip()) for x in s.split(',') if x.strip())
-    parse.__name__ = f'comma list of {what}'
-    return parse
+def _check_counts(steps, lr, base_steps, n_questions, n_samples, threads):
+    "Refuse a count below one, or a learning rate that is not a finite positive number, naming the argument."
+    for name, v in (('steps', steps), ('base_steps', base_steps), ('n_questions', n_questions),
+                    ('n_samples', n_samples), ('threads', threads)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    if lr is not None and not (_real(lr) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
 
-def add_compare_parser(sub):
-    "The `compare` subcommand's arguments."
-    c = sub.add_parser('compare', help='no KL vs RKL vs CARE on the toy world: results.json and report.md')
-    c.add_argument('--out', default='runs/compare', help='output folder (rerun with the same folder to resume)')
-    c.add_argument('--algos', type=_csv(str, 'names'), default=None, help='comma list of grpo,dapo,gspo (default grpo)')
-    c.add_argument('--regs', type=_csv(str, 'names'), default=('none', 'rkl', 'srkl'),
-                   help='comma list of none,rkl,srkl (default all three)')
-    c.add_argument('--seeds', type=_csv(int, 'ints'), default=None,
-                   help='comma list of seeds >= 0 (base model and RL), e.g. 0,1,2 (default 0)')
-    c.add_argument('--betas', type=_csv(float, 'numbers'), default=(0.04,),
-                   help='comma list of penalty weights >= 0 (default 0.04)')
-    c.add_argument('--alphas', type=_csv(float, 'numbers'), default=(0.8,),
-                   help='comma list of CARE skews in [0, 1) (default 0.8)')
-    c.add_argument('--entropy-coefs', type=_csv(float, 'numbers'), default=(),
-                   help='also run no-KL arms with these entropy bonuses > 0, e.g. 0.01')
-    c.add_argument('--grid', action='store_true', help='shorthand for --algos grpo,dapo,gspo --seeds 0,1,2')
-    c.add_argument('--steps', type=int, default=RL_DEFAULTS['steps'],
-                   help=f"RL steps per arm, >= 1 (default {RL_DEFAULTS['steps']})")
-    c.add_argument('--lr', type=float, default=RL_DEFAULTS['lr'],
-                   help=f"RL learning rate, > 0 (default {RL_DEFAULTS['lr']:g})")
-    c.add_argument('--base-steps', type=int, default=None,
-                   help="base-model training steps, >= 1 (default: the world's)")
-    c.add_argument('--n-questions', type=int, default=EVAL_DEFAULTS['n_questions'],
-                   help='held-out questions per set (answerable, unanswerable), >= 1')
-    c.add_argument('--n-samples', type=int, default=EVAL_DEFAULTS['n_samples'],
-                   help='samples per question for the majority vote, >= 1')
-    c.add_argument('--cache-dir', default=None, help='base-model cache (default ~/.cache/carerft/toyworld)')
-    c.add_argument('--threads', type=int, default=1, help='torch threads, >= 1 (default 1)')
-    c.add_argument('--no-progress', action='store_true', help='no progress bars')
-    c.add_argument('--overwrite', action='store_true', help='start --out afresh: delete its results and arm runs first')
-    return c
-
-def _check_args(args) -> dict:
-    "The grid's lists from the flags, every option checked first, naming the flag; ValueError otherwise."
-    if args.grid and (args.algos is not None or args.seeds is not None):
-        raise ValueError("--grid sets --algos grpo,dapo,gspo and --seeds 0,1,2: give either --grid or those flags")
-    for flag, v in (('--steps', args.steps), ('--base-steps', args.base_steps), ('--n-questions', args.n_questions),
-                    ('--n-samples', args.n_samples), ('--threads', args.threads)):
-        if v is not None and v < 1: raise ValueError(f"{flag} must be an int >= 1, got {v}")
-    if not (math.isfinite(args.lr) and args.lr > 0):
-        raise ValueError(f"--lr must be a finite number > 0, got {args.lr}")
-    if args.grid: algos, seeds = ('grpo', 'dapo', 'gspo'), (0, 1, 2)
-    else: algos, seeds = ('grpo',) if args.algos is None else args.algos, (0,) if args.seeds is None else args.seeds
-    lists = dict(algos=algos, regs=args.regs, seeds=seeds, betas=args.betas, alphas=args.alphas,
-                 entropy_coefs=args.entropy_coefs)
-    check_grid(lists, flags=True)
-    return lists
-
-# %% ../nbs/12_compare.ipynb #075e5e10
-def resume_command(args) -> str:
-    "The command that continues a run: `carerft compare` and the options not at their defaults, less --overwrite."
-    argv = ['carerft', 'compare']
-    for a in add_compare_parser(argparse.ArgumentParser().add_subparsers())._actions:
-        value = getattr(args, a.dest, a.default)
-        if a.dest in ('help', 'overwrite') or value == a.default: continue
-        if a.nargs == 0: argv.append(a.option_strings[0])
-        else: argv += [a.option_strings[0], ','.join(map(str, value)) if isinstance(value, tuple) else str(value)]
-    return shlex.join(argv)
-
-def interrupted_message(args, err: KeyboardInterrupt) -> str:
-    "One line: what an interrupted compare kept, where, and the command that continues it."
-    results = Path(args.out) / 'results.json'
-    n = len(_load(results))
-    kept = f"{n} finished {'entry' if n == 1 else 'entries'} in {results}"
-    if getattr(err, 'checkpoint', None) is not None:             # TrainingInterrupted: an arm was training
-        kept += f"; arm {err.checkpoint.parent.parent.name} stopped after step {err.step}, checkpoint {err.checkpoint}"
-    return f"carerft compare: interrupted ({kept}); resume with: {resume_command(args)}"
-
-def compare_from_args(args) -> list[dict]:
-    "Run `carerft compare` from parsed arguments; on Ctrl-C print one line (what was kept, how to resume) and exit 130."
-    lists = _check_args(args)
-    torch.set_num_threads(args.threads)
-    arms = plan_arms(**lists)
-    world = tw.ToyWorldConfig(**({} if args.base_steps is None else dict(base_steps=args.base_steps)))
+def run_compare(out='runs/compare',               # folder for results.json, report.md, figures and each arm's run
+                algos=('grpo',),                  # any of grpo, dapo, gspo
+                regs=('none', 'rkl', 'srkl'),     # any of none, rkl, srkl
+                seeds=(0,),                       # one base model and one RL run per seed
+                betas=(0.04,),                    # penalty weights (rkl and srkl)
+                alphas=(0.8,),                    # CARE skews (srkl)
+                entropy_coefs=(),                 # extra no-KL arms with an entropy bonus of these weights
+                steps: int | None = None,         # RL steps per arm (None: RL_DEFAULTS)
+                lr: float | None = None,          # RL learning rate (None: RL_DEFAULTS)
+                base_steps: int | None = None,    # base-model training steps (None: the world's)
+                n_questions: int | None = None,   # held-out questions per set (None: EVAL_DEFAULTS)
+                n_samples: int | None = None,     # samples per question for the majority vote (None: EVAL_DEFAULTS)
+                cache_dir=None,                   # where base models are cached (default: the toy world's)
+                threads: int | None = 1,          # torch threads while it runs (None: leave as is)
+                progress: bool = True,            # a bar over the arms, and one over each arm's steps
+                overwrite: bool = False,          # start `out` afresh instead of resuming
+               ) -> list[dict]:                   # the entries of results.json
+    "Check every argument, plan the grid, and run (or resume) the comparison in `out`."
+    _check_counts(steps, lr, base_steps, n_questions, n_samples, threads)
+    arms = plan_arms(algos, regs, seeds, betas, alphas, entropy_coefs)
+    world = tw.ToyWorldConfig(**({} if base_steps is None else dict(base_steps=base_steps)))
+    rl = {k: v for k, v in dict(steps=steps, lr=lr).items() if v is not None}
+    eval_kw = {k: v for k, v in dict(n_questions=n_questions, n_samples=n_samples).items() if v is not None}
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
-        res = compare(args.out, arms, world, rl=dict(steps=args.steps, lr=args.lr),
-                      eval_kw=dict(n_questions=args.n_questions, n_samples=args.n_samples), cache_dir=args.cache_dir,
-                      progress=not args.no_progress, overwrite=args.overwrite)
-    except KeyboardInterrupt as err:                            # TrainingInterrupted included
-        print(interrupted_message(args, err), file=sys.stderr)
-        raise SystemExit(130) from None
-    print(markdown_summary(res))
-    print(f"\nwrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'report.md'}")
-    return res
+        return compare(out, arms, world, rl, eval_kw, cache_dir, progress, overwrite)
+    finally:
+        torch.set_num_threads(old_threads)

@@ -5,17 +5,14 @@
 # %% auto #0
 __all__ = ['BENCHMARKS', 'ABSTAIN', 'DATA_ENV', 'normalize_text', 'contains_alias', 'first_line', 'Benchmark', 'load_benchmark',
            'hub_offline', 'hub_reachable', 'pass_at_k', 'judge', 'question_record', 'choice_logprobs', 'mc_record',
-           'read_records', 'summarize', 'evaluate', 'markdown_table', 'write_report', 'add_eval_parser', 'eval_data',
-           'run_eval', 'eval_main']
+           'read_records', 'summarize', 'evaluate', 'markdown_table', 'write_report', 'eval_data', 'run_eval']
 
 # %% ../nbs/07_evaluate.ipynb #3005e53d
-import argparse
 import json
 import math
 import os
 import re
 import socket
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -397,73 +394,67 @@ def write_report(result: dict, # from evaluate: {'summary', 'records'}
     return out
 
 # %% ../nbs/07_evaluate.ipynb #5575ce3f
-DATA_ENV = 'CARERFT_DATA'   # the folder `carerft eval` reads benchmarks from when --data is not given
+DATA_ENV = 'CARERFT_DATA'   # the folder run_eval reads benchmarks from when `data` is not given
 
-def add_eval_parser(subparsers) -> argparse.ArgumentParser:
-    "Add the `eval` subcommand to an argparse subparsers object."
-    e = subparsers.add_parser('eval', help='evaluate a model: accuracy, pass@k, hallucination and calibration report')
-    e.add_argument('model', help='local model folder or hub name (loaded with AutoModelForCausalLM)')
-    e.add_argument('--benchmarks', nargs='+', default=['math500'], help=f"any of {', '.join(BENCHMARKS)} (default math500)")
-    e.add_argument('--data', default=None,
-                   help=f'local file or folder with the benchmark files (default: ${DATA_ENV} if set, else the hub)')
-    e.add_argument('--n-samples', type=int, default=8, help='samples per question, N (default 8)')
-    e.add_argument('--out', default='eval', help='output folder (default eval); rerun to resume')
-    e.add_argument('--limit', type=int, default=None, help='first LIMIT questions of each benchmark')
-    e.add_argument('--max-new-tokens', type=int, default=512, help='longest completion (default 512)')
-    e.add_argument('--temperature', type=float, default=1.0, help='sampling temperature (default 1.0)')
-    e.add_argument('--batch-size', type=int, default=8, help='questions per batch (default 8)')
-    e.add_argument('--seed', type=int, default=0, help='sampling and bootstrap seed (default 0)')
-    e.add_argument('--no-progress', action='store_true', help='hide the progress bar')
-    return e
-
-# %% ../nbs/07_evaluate.ipynb #55b11761
-def eval_data(data=None,         # the --data flag
+def eval_data(data=None,         # the `data` argument of run_eval
              ) -> str | None:    # the file or folder to read; None: the hub
-    "Where `carerft eval` reads its benchmarks: --data if given, else $CARERFT_DATA if set, else the hub."
+    "Where `run_eval` reads its benchmarks: `data` if given, else $CARERFT_DATA if set, else the hub."
     return data if data is not None else (os.environ.get(DATA_ENV) or None)
 
-def _check_eval_args(args):
-    "Refuse meaningless `carerft eval` options before the model or the data are loaded, naming the flag."
-    for flag, v, lo in (('--n-samples', args.n_samples, 1), ('--max-new-tokens', args.max_new_tokens, 1),
-                        ('--batch-size', args.batch_size, 1), ('--seed', args.seed, 0), ('--limit', args.limit, 1)):
-        if v is not None and v < lo: raise ValueError(f"{flag} must be an int >= {lo}, got {v}")
-    if not (math.isfinite(args.temperature) and args.temperature > 0):
-        raise ValueError(f"--temperature must be a finite number > 0, got {args.temperature}")
-    for name in args.benchmarks: _check_name(name)
-    twice = sorted({b for b in args.benchmarks if args.benchmarks.count(b) > 1})
-    if twice: raise ValueError(f"--benchmarks lists {', '.join(twice)} twice")
+# %% ../nbs/07_evaluate.ipynb #55b11761
+def _check_run(benchmarks, n_samples, max_new_tokens, temperature, batch_size, seed, limit) -> list[str]:
+    "Refuse meaningless arguments before the model or the data are loaded, naming the argument; the benchmark names."
+    counts = [('n_samples', n_samples, 1), ('max_new_tokens', max_new_tokens, 1), ('batch_size', batch_size, 1),
+              ('seed', seed, 0)] + ([('limit', limit, 1)] if limit is not None else [])
+    for name, v, lo in counts:
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+    real = isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+    if not (real and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    names = [benchmarks] if isinstance(benchmarks, str) else list(benchmarks)
+    if not names:
+        raise ValueError(f"benchmarks is empty: give at least one of {', '.join(BENCHMARKS)}")
+    for name in names:
+        _check_name(name)
+    twice = sorted({b for b in names if names.count(b) > 1})
+    if twice:
+        raise ValueError(f"benchmarks lists {', '.join(twice)} twice")
+    return names
 
-def _load_all(args) -> list:
-    "(name, rows) of every benchmark, from --data, $CARERFT_DATA or the hub."
-    data = eval_data(args.data)
-    try: return [(name, load_benchmark(name, data, args.limit)) for name in args.benchmarks]
+def _load_all(names: list, data, limit) -> list:
+    "(name, rows) of every benchmark, from `data`, $CARERFT_DATA or the hub."
+    try:
+        return [(name, load_benchmark(name, eval_data(data), limit)) for name in names]
     except FileNotFoundError as err:
-        if args.data is None:
+        if data is None:
             raise FileNotFoundError(f"{err} (the folder is ${DATA_ENV}'s; --data reads another)") from None
         raise
 
-def run_eval(args: argparse.Namespace, # parsed `eval` arguments
-            ) -> list:                 # the summaries
-    "Check the options, load the benchmarks and the model, evaluate every benchmark, write each report and the table."
-    from carerft.loading import load_model, load_tokenizer   # load_tokenizer keeps carerft.tiny's char tokenizers intact
-    _check_eval_args(args)
-    benches = _load_all(args)
-    tokenizer = load_tokenizer(args.model)
-    model = load_model(args.model).to('cuda' if torch.cuda.is_available() else 'cpu').eval()
-    out, summaries = Path(args.out), []
+def run_eval(model: str,                # local model folder or hub name (loaded with AutoModelForCausalLM)
+             benchmarks=('math500',),   # names from BENCHMARKS
+             data=None,                 # file or folder with the benchmark files (None: $CARERFT_DATA, else the hub)
+             out='eval',                # output folder; call again with the same arguments to resume
+             n_samples: int = 8,        # samples per question, N
+             limit: int | None = None,  # keep the first `limit` questions of each benchmark
+             max_new_tokens: int = 512, # longest completion, in tokens
+             temperature: float = 1.0,  # sampling temperature, > 0
+             batch_size: int = 8,       # questions per batch
+             seed: int = 0,             # sampling and bootstrap seed, >= 0
+             progress: bool = True,     # a progress bar per benchmark
+            ) -> list[dict]:            # the summaries, one per benchmark
+    "Check the arguments, load the benchmarks and the model, evaluate each benchmark, write each report and the table."
+    from carerft.loading import load_model, load_tokenizer   # load_tokenizer keeps carerft.tiny's char tokenizers
+    names = _check_run(benchmarks, n_samples, max_new_tokens, temperature, batch_size, seed, limit)
+    benches = _load_all(names, data, limit)
+    tokenizer = load_tokenizer(model)
+    lm = load_model(model).to('cuda' if torch.cuda.is_available() else 'cpu').eval()
+    out, summaries = Path(out), []
     for name, rows in benches:
-        result = evaluate(model, tokenizer, rows, args.n_samples, args.max_new_tokens, args.temperature, out / name,
-                          args.seed, args.batch_size, progress=not args.no_progress)
-        write_report(result, out / name); summaries.append(result['summary'])
+        result = evaluate(lm, tokenizer, rows, n_samples, max_new_tokens, temperature, out / name, seed, batch_size,
+                          progress=progress)
+        write_report(result, out / name)
+        summaries.append(result['summary'])
     (out / 'summary.json').write_text(json.dumps(summaries, indent=1))
-    (out / 'report.md').write_text('# Evaluation of ' + args.model + '\n\n' + markdown_table(summaries))
+    (out / 'report.md').write_text(f'# Evaluation of {model}\n\n' + markdown_table(summaries))
     return summaries
-
-def eval_main(argv=None) -> int:
-    "Run `carerft eval` from a list of arguments; errors print a one-line message and return 2."
-    parser = argparse.ArgumentParser(prog='carerft')
-    args = add_eval_parser(parser.add_subparsers(dest='command', required=True)).parse_args(argv)
-    try: print(markdown_table(run_eval(args)))
-    except (ValueError, RuntimeError, FileNotFoundError, OSError) as err:
-        print(f'carerft eval: error: {err}', file=sys.stderr); return 2
-    return 0

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 pytest.importorskip('trl')
-from carerft.benchmark import benchmark, main_bench, summary, bench_prompts, CHARS, work_model, matched_configs, count_a
+from carerft.benchmark import benchmark, summary, bench_prompts, CHARS, work_model, matched_configs, count_a
+from carerft.cli import main
 from carerft.tiny import char_tokenizer, tiny_model
 from carerft.trainer import RFTTrainer
 
@@ -81,24 +82,26 @@ def test_work_model_counts_carerft_positions(tmp_path, B, G, P, T):
 def test_bad_arguments(kw, msg):
     with pytest.raises(ValueError, match=msg): benchmark(**kw)
 
-def test_main_bench_json_and_last_line(tmp_path, capsys):
+def test_bench_command_json_and_last_line(tmp_path, capsys):
     out = tmp_path / 'r.json'
-    rc = main_bench(['--steps', '1', '--warmup', '0', '--hidden', '32', '--layers', '1', '--heads', '2', '--prompts', '2',
-                     '--group-size', '2', '--max-new-tokens', '4', '--json', str(out)])
+    rc = main(['bench', '--steps', '1', '--warmup', '0', '--hidden', '32', '--layers', '1', '--heads', '2',
+               '--prompts', '2', '--group-size', '2', '--max-new-tokens', '4', '--json', str(out)])
     assert rc == 0
     saved = json.loads(out.read_text())
     assert saved['carerft']['tokens'] == saved['trl']['tokens'] == [2 * 2 * 4]
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last == summary(saved) and last.startswith('carerft/TRL step-time ratio: ')
 
-def test_main_bench_bad_argument(capsys):
-    assert main_bench(['--threads', '0']) == 2
+def test_bench_command_bad_argument_names_the_flag(capsys):
+    assert main(['bench', '--threads', '0']) == 2
     assert 'threads must be an int >= 1' in capsys.readouterr().err
+    assert main(['bench', '--prompts', '0']) == 2                            # the flag, not the argument it sets
+    assert capsys.readouterr().err.strip() == 'carerft bench: error: --prompts must be an int >= 1, got 0'
 
 def test_bench_prints_its_summary_once(tmp_path, capsys):
     "Regression: `carerft bench --json` printed the summary line twice (once by benchmark(), once more after the file note)."
-    rc = main_bench(['--steps', '1', '--warmup', '0', '--hidden', '32', '--layers', '1', '--heads', '2', '--prompts', '2',
-                     '--group-size', '2', '--max-new-tokens', '2', '--json', str(tmp_path / 'r.json')])
+    rc = main(['bench', '--steps', '1', '--warmup', '0', '--hidden', '32', '--layers', '1', '--heads', '2',
+               '--prompts', '2', '--group-size', '2', '--max-new-tokens', '2', '--json', str(tmp_path / 'r.json')])
     assert rc == 0
     cap = capsys.readouterr()
     assert (cap.out + cap.err).count('carerft/TRL step-time ratio: ') == 1

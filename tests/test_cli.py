@@ -161,3 +161,37 @@ def test_used_folder_refused_before_loading(tiny, tmp_path, capsys):
     assert '--resume continues it, --overwrite deletes it' in capsys.readouterr().err
     assert main(train_argv(tiny, out, '--steps', '2', '--overwrite')) == 0
     assert [json.loads(l)['step'] for l in (out / 'log.jsonl').read_text().splitlines()] == [1, 2]
+
+
+# ---- eval, compare and bench: subcommands of the one parser (their argparse code used to live in their chapters) ----
+import carerft
+
+@pytest.mark.parametrize('command', ['eval', 'compare', 'bench'])
+def test_subcommand_help(command, capsys):
+    "Each is a normal subcommand: `carerft COMMAND --help` prints its usage, exit code 0 (bench had add_help=False)."
+    with pytest.raises(SystemExit) as stop:
+        main([command, '--help'])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.startswith(f'usage: carerft {command} ')
+
+def test_console_script_bench_help():
+    r = subprocess.run(['carerft', 'bench', '--help'], capture_output=True, text=True)
+    assert r.returncode == 0 and '--prompts PROMPTS' in r.stdout and '--json JSON' in r.stdout, r.stderr
+
+def test_library_modules_read_no_command_line():
+    "Regression (architecture): evaluate, compare and benchmark defined parsers and read sys.argv; now only cli does."
+    for name in ('evaluate', 'compare', 'benchmark'):
+        src = (Path(carerft.__file__).parent / f'{name}.py').read_text()
+        assert 'argparse' not in src and 'sys.argv' not in src, name
+
+@pytest.mark.parametrize('argv, said', [
+    (['eval', 'm', '--limit', '0'], 'carerft eval: error: --limit must be an int >= 1, got 0'),
+    (['compare', '--entropy-coefs', '0'],
+     'carerft compare: error: --entropy-coefs must be finite numbers > 0, got 0.0'),
+    (['compare', '--base-steps', '0'], 'carerft compare: error: --base-steps must be an int >= 1, got 0'),
+    (['bench', '--group-size', '1'], 'carerft bench: error: --group-size must be an int >= 2, got 1'),
+])
+def test_library_errors_say_the_flag(argv, said, capsys):
+    "The library functions name their arguments (entropy_coefs, prompts_per_step); the command says the flag."
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == said

@@ -197,12 +197,21 @@ def test_bad_list_item_names_the_list_type(capsys):
     assert "invalid comma list of ints value: '0,x'" in capsys.readouterr().err
 
 
-def test_resume_command_drops_overwrite_and_keeps_the_rest():
-    p = cmp.add_compare_parser(__import__('argparse').ArgumentParser().add_subparsers())
-    args = p.parse_args(['--out', 'my runs', '--regs', 'none,srkl', '--steps', '40', '--overwrite', '--no-progress'])
-    cmd = cmp.resume_command(args)
+def test_resume_command_drops_overwrite_and_keeps_the_rest(monkeypatch, capsys):
+    "The Ctrl-C line's command: the options not at their defaults, less --overwrite; main returns 130 (no SystemExit)."
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cmp, 'compare', interrupted)                  # Ctrl-C as soon as the arms would run
+
+    def resume_command(argv):
+        assert main(['compare'] + argv) == 130
+        line = capsys.readouterr().err.strip()
+        assert len(line.splitlines()) == 1 and line.startswith('carerft compare: interrupted (0 finished entries'), line
+        return line.split('resume with: ')[1]
+    cmd = resume_command(['--out', 'my runs', '--regs', 'none,srkl', '--steps', '40', '--overwrite', '--no-progress'])
     assert cmd == "carerft compare --out 'my runs' --regs none,srkl --steps 40 --no-progress"
-    assert cmp.resume_command(p.parse_args(shlex.split(cmd)[2:])) == cmd
+    assert resume_command(shlex.split(cmd)[2:]) == cmd
+    assert not Path('my runs').exists()
 
 
 DRIVER = """
@@ -258,3 +267,16 @@ def test_each_rl_arm_shows_a_step_bar(tmp_path, capfd):
     assert 'grpo-none-s0: ' in err and f"{SMALL_RL['steps']}/{SMALL_RL['steps']}" in err
     compare(tmp_path / 'b', arms, progress=False, **kw)
     assert capfd.readouterr().err.strip() == ''
+
+
+@pytest.mark.parametrize('kw,said', [
+    (dict(steps=0), 'steps must be an int >= 1, got 0'), (dict(threads=0), 'threads must be an int >= 1, got 0'),
+    (dict(lr=float('inf')), 'lr must be a finite number > 0, got inf'),
+    (dict(n_samples=2.0), 'n_samples must be an int >= 1'),
+    (dict(entropy_coefs=(0.0,)), 'entropy_coefs must be finite numbers > 0'),
+    (dict(regs=('kl',)), 'regs must be among')])
+def test_run_compare_names_the_argument(tmp_path, kw, said):
+    "run_compare is the library function behind `carerft compare`: every argument is checked before any work, by name."
+    with pytest.raises(ValueError) as e:
+        cmp.run_compare(tmp_path / 'o', **kw)
+    assert str(e.value).startswith(said) and not (tmp_path / 'o').exists()

@@ -10,7 +10,8 @@ import pytest
 import torch
 import carerft.evaluate as ev
 from carerft.calibration import ece, brier
-from carerft.evaluate import (ABSTAIN, BENCHMARKS, choice_logprobs, eval_main, evaluate, greedy, load_benchmark,
+from carerft.cli import main
+from carerft.evaluate import (ABSTAIN, BENCHMARKS, choice_logprobs, evaluate, greedy, load_benchmark,
                               markdown_table, pass_at_k, question_record, read_records, summarize, write_report)
 from carerft.tiny import char_tokenizer, tiny_model
 
@@ -323,17 +324,17 @@ def test_cli_round_trip_and_errors(model, tok, tmp_path, capsys):
     model.save_pretrained(tmp_path / 'm'); tok.save_pretrained(tmp_path / 'm')
     argv = [str(tmp_path / 'm'), '--benchmarks', 'math500', 'selfaware', 'truthfulqa', '--data', str(FIX), '--n-samples', '2',
             '--max-new-tokens', '4', '--limit', '2', '--out', str(tmp_path / 'out'), '--no-progress']
-    assert eval_main(argv) == 0
+    assert main(['eval'] + argv) == 0
     out = tmp_path / 'out'
     summaries = json.loads((out / 'summary.json').read_text())
     assert [s['benchmark'] for s in summaries] == ['math500', 'selfaware', 'truthfulqa'] and all(s['n_questions'] == 2 for s in summaries)
     assert (out / 'report.md').read_text().count('\n| ') == 4 and (out / 'selfaware' / 'reliability.png').exists()
     assert '| math500 | 2 |' in capsys.readouterr().out
-    assert eval_main(argv) == 0                                           # resumes: same summaries
+    assert main(['eval'] + argv) == 0                                           # resumes: same summaries
     assert json.loads((out / 'summary.json').read_text()) == summaries
-    assert eval_main([str(tmp_path / 'm'), '--benchmarks', 'mmlu']) == 2
+    assert main(['eval', str(tmp_path / 'm'), '--benchmarks', 'mmlu']) == 2
     assert 'known benchmarks are' in capsys.readouterr().err
-    assert eval_main([str(tmp_path / 'm'), '--benchmarks', 'gsm8k', '--data', str(tmp_path / 'nowhere')]) == 2
+    assert main(['eval', str(tmp_path / 'm'), '--benchmarks', 'gsm8k', '--data', str(tmp_path / 'nowhere')]) == 2
     assert 'no gsm8k data at' in capsys.readouterr().err
 
 
@@ -364,11 +365,11 @@ def test_eval_reads_CARERFT_DATA_when_data_is_not_given(model, tok, tmp_path, mo
     m = _save_tiny(model, tok, tmp_path / 'm')
     argv = [m, '--benchmarks', 'gsm8k', '--n-samples', '2', '--max-new-tokens', '4', '--no-progress', '--out']
     monkeypatch.setenv('CARERFT_DATA', str(FIX))
-    assert eval_main(argv + [str(tmp_path / 'a')]) == 0, capsys.readouterr().err
+    assert main(['eval'] + argv + [str(tmp_path / 'a')]) == 0, capsys.readouterr().err
     assert json.loads((tmp_path / 'a' / 'summary.json').read_text())[0]['n_questions'] == 3
     monkeypatch.setenv('CARERFT_DATA', str(tmp_path / 'nowhere'))                   # --data wins over the variable
-    assert eval_main(argv + [str(tmp_path / 'b'), '--data', str(FIX)]) == 0
-    assert eval_main(argv + [str(tmp_path / 'c')]) == 2
+    assert main(['eval'] + argv + [str(tmp_path / 'b'), '--data', str(FIX)]) == 0
+    assert main(['eval'] + argv + [str(tmp_path / 'c')]) == 2
     err = capsys.readouterr().err
     assert 'no gsm8k data at' in err and 'CARERFT_DATA' in err
 
@@ -376,7 +377,7 @@ def test_eval_reads_CARERFT_DATA_when_data_is_not_given(model, tok, tmp_path, mo
 def _eval_subprocess(tmp_path, **env):
     "`carerft eval` without --data or CARERFT_DATA, in a fresh process with `env` set."
     base = {k: v for k, v in os.environ.items() if k not in ('CARERFT_DATA', 'HF_HUB_OFFLINE', 'HF_DATASETS_OFFLINE', 'TRANSFORMERS_OFFLINE')}
-    code = 'import sys; from carerft.evaluate import eval_main; sys.exit(eval_main())'
+    code = "import sys\nfrom carerft.cli import main\nsys.exit(main(['eval'] + sys.argv[1:]))"
     return subprocess.run([sys.executable, '-c', code, str(tmp_path / 'no-model'), '--benchmarks', 'gsm8k', '--out', str(tmp_path / 'o')],
                           env=base | env, capture_output=True, text=True, timeout=180)
 
@@ -424,6 +425,19 @@ def test_eval_options_are_checked_at_the_boundary(model, tok, tmp_path, capsys, 
     "Every numeric option of `carerft eval` is refused before the model or the data are loaded, naming the flag."
     argv = [_save_tiny(model, tok, tmp_path / 'm'), '--benchmarks', 'gsm8k', '--data', str(FIX), '--limit', '1',
             '--n-samples', '2', '--max-new-tokens', '2', '--no-progress', '--out', str(tmp_path / 'o')] + flags
-    assert eval_main(argv) == 2
+    assert main(['eval'] + argv) == 2
     assert said in capsys.readouterr().err
     assert not (tmp_path / 'o').exists()
+
+
+@pytest.mark.parametrize('kw,said', [
+    (dict(n_samples=True), 'n_samples must be an int >= 1, got True'),
+    (dict(limit=0), 'limit must be an int >= 1, got 0'),
+    (dict(temperature='1'), "temperature must be a finite number > 0, got '1'"),
+    (dict(benchmarks=[]), 'benchmarks is empty'),
+    (dict(benchmarks='gsm8k', seed=-2), 'seed must be an int >= 0, got -2')])
+def test_run_eval_names_the_argument(tmp_path, kw, said):
+    "run_eval, behind `carerft eval`, checks its arguments before any work and names them (the command says the flag)."
+    with pytest.raises(ValueError) as e:
+        ev.run_eval(str(tmp_path / 'no-model'), **dict(dict(data=FIX, out=tmp_path / 'o'), **kw))
+    assert said in str(e.value) and not (tmp_path / 'o').exists()
