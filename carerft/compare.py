@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['RL_DEFAULTS', 'EVAL_DEFAULTS', 'METRICS', 'check_grid', 'plan_arms', 'arm_name', 'trainer_flags', 'run_arm',
            'settings', 'settings_diff', 'read_results', 'compare', 't975', 'mean_ci', 'group_arms', 'markdown_summary',
-           'plot_report', 'write_report', 'run_compare']
+           'plot_report', 'write_compare_report', 'run_compare']
 
 # %% ../nbs/12_compare.ipynb #0f9266c3
 import copy
@@ -127,9 +127,9 @@ def run_arm(arm: dict, world: tw.ToyWorldConfig, out: Path, rl: dict | None = No
     finally:
         bar.close()
     ev = tw.evaluate_world(model, tok, world, seed=10_000 + arm['seed'], **(EVAL_DEFAULTS | (eval_kw or {})))
-    return arm | _metrics(ev) | dict(steps=cfg.steps, seconds=time.perf_counter() - t0)
+    return arm | _arm_metrics(ev) | dict(steps=cfg.steps, seconds=time.perf_counter() - t0)
 
-def _metrics(ev: dict) -> dict:
+def _arm_metrics(ev: dict) -> dict:
     keys = ('accuracy', 'hallucination_rate', 'ece', 'brier', 'auroc', 'abstention_rate', 'greedy_accuracy')
     return {k: float(ev[k]) for k in keys if k in ev}
 
@@ -229,13 +229,13 @@ def compare(out='runs/compare',        # folder for results.json, report.md, fig
                 t0 = time.perf_counter()
                 model, tok = tw.train_base(world, seed=arm['seed'], cache_dir=cache_dir, progress=progress)
                 ev = tw.evaluate_world(model, tok, world, seed=10_000 + arm['seed'], **meta['eval'])
-                done.append(arm | _metrics(ev) | dict(steps=0, seconds=time.perf_counter() - t0))
+                done.append(arm | _arm_metrics(ev) | dict(steps=0, seconds=time.perf_counter() - t0))
             else: done.append(run_arm(arm, world, out, rl, eval_kw, cache_dir, progress))
             _save(path, done, meta); bar.update(1)
     finally:
         bar.close()
         if bars: hf_logging.enable_progress_bar()
-    write_report(done, out)
+    write_compare_report(done, out)
     return done
 
 # %% ../nbs/12_compare.ipynb #9e6b439c
@@ -331,7 +331,7 @@ def plot_report(arms: list[dict], out: Path) -> list[Path]:
         axs[0].legend(fontsize=7); fig.tight_layout(); fig.savefig(out / 'curves.png', dpi=100); plt.close(fig); paths.append(out / 'curves.png')
     return paths
 
-def write_report(arms: list[dict], out) -> Path:
+def write_compare_report(arms: list[dict], out) -> Path:
     "report.md (table, figures, provenance) in `out`."
     out = Path(out); figs = plot_report(arms, out)
     meta = json.loads((out / 'results.json').read_text()) if (out / 'results.json').exists() else {}
