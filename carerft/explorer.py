@@ -114,20 +114,24 @@ def as_shown(value: float, # a slider's value, as the browser sent it
             ) -> float:    # the number the readout shows
     "Round `value` as the slider's readout shows it, so the kernel computes with the number the reader sees."
     m = re.fullmatch(r'\.(\d+)(f?)', fmt)
-    if m is None: raise ValueError(f"fmt must be '.N' or '.Nf', got {fmt!r}")
+    if m is None:
+        raise ValueError(f"fmt must be '.N' or '.Nf', got {fmt!r}")
     d, n = Decimal(value), int(m[1])
-    exp = -n if m[2] else d.adjusted() - n + 1                        # the last digit shown is 10**exp
+    exp = -n if m[2] else d.adjusted() - n + 1       # the last digit shown is 10**exp
     return float(d.quantize(Decimal(1).scaleb(exp), rounding=ROUND_HALF_UP))
 
 def explorer(show: bool = True, # redraw the figure on every move (False: compute only, e.g. in tests)
             ) -> widgets.interactive:
-    "ipywidgets sliders (alpha, beta, pi_ref) around `explore`, at the values they show; `.result` holds the last numbers."
+    "Sliders (alpha, beta, pi_ref) around `explore`, run at the values they show; `.result` holds its last numbers."
     sliders = (widgets.FloatSlider(value=0.8, min=0.0, max=0.99, step=0.01, readout_format='.2f', description='α'),
-               widgets.FloatLogSlider(value=0.04, base=10, min=-3, max=0, step=0.1, readout_format='.2', description='β'),
-               widgets.FloatLogSlider(value=0.2, base=10, min=-3, max=-0.05, step=0.05, readout_format='.2', description='π_ref'))
+               widgets.FloatLogSlider(value=0.04, base=10, min=-3, max=0, step=0.1, readout_format='.2',
+                                      description='β'),
+               widgets.FloatLogSlider(value=0.2, base=10, min=-3, max=-0.05, step=0.05, readout_format='.2',
+                                      description='π_ref'))
     def draw(alpha, beta, pi_ref):
         "`explore` at the numbers the readouts show."
-        return explore(*(as_shown(v, s.readout_format) for v, s in zip((alpha, beta, pi_ref), sliders)), show=show)
+        shown = [as_shown(v, s.readout_format) for v, s in zip((alpha, beta, pi_ref), sliders)]
+        return explore(*shown, show=show)
     return widgets.interactive(draw, alpha=sliders[0], beta=sliders[1], pi_ref=sliders[2])
 
 # %% ../nbs/01_explorer.ipynb #4f3e2d52
@@ -148,4 +152,5 @@ def alpha_animation(alphas=(0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99), # frames
     fig.tight_layout()
     anim = FuncAnimation(fig, draw, frames=len(alphas), interval=600)
     html = anim.to_jshtml(default_mode='once'); plt.close(fig)
-    return html.replace('class="anim-slider"', 'class="anim-slider" data-lm-suppress-shortcuts', 1)  # JupyterLab: arrow keys move it
+    # JupyterLab would take the arrow keys on the focused slider for its own shortcuts; the attribute leaves them to it
+    return html.replace('class="anim-slider"', 'class="anim-slider" data-lm-suppress-shortcuts', 1)

@@ -29,3 +29,28 @@ def test_no_backticked_private_names_in_markdown(nb):
 
 def test_checks_can_fail():
     assert CONTROL.search('(1-\alpha)') and not CONTROL.search('tab\there\nnewline')
+
+
+def test_readme_figures_are_the_index_figures():
+    "The README shows the index's figures: each linked PNG exists and holds the notebook's saved output, byte for byte."
+    import sys
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / 'tools'))
+    from make_readme import to_md
+    images = {}
+    text = to_md(root / 'nbs' / 'index.ipynb', images)
+    assert images, 'the index has a figure (the penalties), so the README links one'
+    readme = (root / 'README.md').read_text()
+    for name, data in images.items():
+        assert f'![]({name})' in text and f'![]({name})' in readme, name
+        assert (root / name).read_bytes() == data, f'{name} is stale: run tools/make_readme.py'
+
+
+def test_readme_table_follows_the_reading_order():
+    "The index's table of chapters lists them in the sidebar's order: the notebooks' numbers, then the tutorials."
+    root = Path(__file__).resolve().parents[1]
+    text = '\n'.join(t for _, t in markdown(root / 'nbs' / 'index.ipynb'))
+    table = [m for m in re.findall(r'^\| \[[^\]]+\]\(([\w/]+)\.html\)', text, re.M)]
+    chapters = [re.sub(r'^\d+_', '', p.stem) for p in sorted((root / 'nbs').glob('[0-9]*.ipynb'))]
+    tutorials = [f'tutorials/{p.stem}' for p in sorted((root / 'nbs' / 'tutorials').glob('*.ipynb'))]
+    assert table == chapters + tutorials
