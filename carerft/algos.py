@@ -17,113 +17,147 @@ import torch
 # %% ../nbs/02_algos.ipynb #cee30d54
 def _check_int(value, name: str, low: int) -> int:
     "Return `value` as an int, or raise ValueError unless it is an integer >= `low`."
-    try: v = None if isinstance(value, bool) else operator.index(value)
-    except TypeError: v = None
-    if v is None or v < low: raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    try:
+        v = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        v = None
+    if v is None or v < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return v
+
 
 def _check_rewards(rewards, group_size: int) -> torch.Tensor:
     "Return `rewards` as a float tensor of shape (B*G,), or raise ValueError naming what is wrong."
-    if not torch.is_tensor(rewards): rewards = torch.as_tensor(rewards, dtype=torch.get_default_dtype())
+    if not torch.is_tensor(rewards):
+        rewards = torch.as_tensor(rewards, dtype=torch.get_default_dtype())
     if rewards.dim() != 1 or rewards.numel() == 0 or rewards.numel() % group_size:
-        raise ValueError(f"rewards must be a non-empty 1-d tensor whose length is a multiple of group_size={group_size}, got shape {tuple(rewards.shape)}")
-    if not torch.isfinite(rewards).all(): raise ValueError(f"rewards must be finite, got {rewards.tolist()}")
+        raise ValueError(
+            f"rewards must be a non-empty 1-d tensor whose length is a multiple of group_size={group_size}, got shape {tuple(rewards.shape)}"
+        )
+    if not torch.isfinite(rewards).all():
+        raise ValueError(f"rewards must be finite, got {rewards.tolist()}")
     return rewards if rewards.is_floating_point() else rewards.to(torch.get_default_dtype())
 
 # %% ../nbs/02_algos.ipynb #dbf33c98
-def group_advantages(rewards: torch.Tensor, # (B*G,) rewards, each group of G contiguous
-                     group_size: int,       # G, completions per prompt, >= 2
-                     scale: bool = True,    # divide by the Bessel std + 1e-4; False: subtract the mean only
-                    ) -> torch.Tensor:      # (B*G,) advantages
+def group_advantages(
+    rewards: torch.Tensor,  # (B*G,) rewards, each group of G contiguous
+    group_size: int,  # G, completions per prompt, >= 2
+    scale: bool = True,  # divide by the Bessel std + 1e-4; False: subtract the mean only
+) -> torch.Tensor:  # (B*G,) advantages
     "Group-relative advantages: (r - group mean) / (group std + 1e-4), std with Bessel's correction."
     G = _check_int(group_size, 'group_size', 2)
-    r = _check_rewards(rewards, G).view(-1, G)                     # (B, G)
-    adv = r - r.mean(-1, keepdim=True)                              # (B, G)
-    if scale: adv = adv / (r.std(-1, keepdim=True) + 1e-4)          # torch.std is Bessel-corrected
-    return adv.reshape(-1)                                          # (B*G,)
+    r = _check_rewards(rewards, G).view(-1, G)  # (B, G)
+    adv = r - r.mean(-1, keepdim=True)  # (B, G)
+    if scale:
+        adv = adv / (r.std(-1, keepdim=True) + 1e-4)  # torch.std is Bessel-corrected
+    return adv.reshape(-1)  # (B*G,)
 
 # %% ../nbs/02_algos.ipynb #4a198e44
-def token_log_ratio(logp: torch.Tensor,     # (N, T) log pi_theta of the sampled tokens
-                    old_logp: torch.Tensor, # (N, T) log pi_old of the same tokens
-                    mask: torch.Tensor,     # (N, T) 1 on completion tokens (unused: per token)
-                   ) -> torch.Tensor:       # (N, T) log rho_{i,t}
+def token_log_ratio(
+    logp: torch.Tensor,  # (N, T) log pi_theta of the sampled tokens
+    old_logp: torch.Tensor,  # (N, T) log pi_old of the same tokens
+    mask: torch.Tensor,  # (N, T) 1 on completion tokens (unused: per token)
+) -> torch.Tensor:  # (N, T) log rho_{i,t}
     "Per-token log importance ratio log(pi/pi_old)."
     return logp - old_logp
 
-def sequence_log_ratio(logp: torch.Tensor,     # (N, T) log pi_theta of the sampled tokens
-                       old_logp: torch.Tensor, # (N, T) log pi_old of the same tokens
-                       mask: torch.Tensor,     # (N, T) 1 on completion tokens
-                      ) -> torch.Tensor:       # (N, 1) log s_i, the length-normalised sequence log ratio
+
+def sequence_log_ratio(
+    logp: torch.Tensor,  # (N, T) log pi_theta of the sampled tokens
+    old_logp: torch.Tensor,  # (N, T) log pi_old of the same tokens
+    mask: torch.Tensor,  # (N, T) 1 on completion tokens
+) -> torch.Tensor:  # (N, 1) log s_i, the length-normalised sequence log ratio
     "GSPO's sequence log ratio: the masked mean of the token log ratios of each sequence."
     return ((logp - old_logp) * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1.0)
 
 # %% ../nbs/02_algos.ipynb #eb5b290b
-def clipped_surrogate(ratio: torch.Tensor, # importance ratio, (N, T) or (N, 1)
-                      adv: torch.Tensor,   # advantages broadcastable to `ratio`, e.g. (N, 1)
-                      eps_low: float,      # lower clip range: ratio >= 1 - eps_low
-                      eps_high: float,     # upper clip range: ratio <= 1 + eps_high
-                     ) -> torch.Tensor:    # per-element loss, the shape of `ratio`
+def clipped_surrogate(
+    ratio: torch.Tensor,  # importance ratio, (N, T) or (N, 1)
+    adv: torch.Tensor,  # advantages broadcastable to `ratio`, e.g. (N, 1)
+    eps_low: float,  # lower clip range: ratio >= 1 - eps_low
+    eps_high: float,  # upper clip range: ratio <= 1 + eps_high
+) -> torch.Tensor:  # per-element loss, the shape of `ratio`
     "PPO's clipped surrogate as a loss: -min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A)."
     return -torch.min(ratio * adv, ratio.clamp(1 - eps_low, 1 + eps_high) * adv)
 
 # %% ../nbs/02_algos.ipynb #26febe28
-def sequence_mean(x: torch.Tensor,    # per-token values, (N, T) (or (N, 1), broadcast over the mask)
-                  mask: torch.Tensor, # (N, T) 1 on completion tokens
-                 ) -> torch.Tensor:   # scalar
+def sequence_mean(
+    x: torch.Tensor,  # per-token values, (N, T) (or (N, 1), broadcast over the mask)
+    mask: torch.Tensor,  # (N, T) 1 on completion tokens
+) -> torch.Tensor:  # scalar
     "Mean over each sequence's tokens, then over sequences (an empty sequence contributes 0 and still counts)."
     return ((x * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
 
-def token_mean(x: torch.Tensor,    # per-token values, (N, T)
-               mask: torch.Tensor, # (N, T) 1 on completion tokens
-              ) -> torch.Tensor:   # scalar
+
+def token_mean(
+    x: torch.Tensor,  # per-token values, (N, T)
+    mask: torch.Tensor,  # (N, T) 1 on completion tokens
+) -> torch.Tensor:  # scalar
     "Sum over all completion tokens divided by their number."
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
 
 # %% ../nbs/02_algos.ipynb #b8693d50
 def _check_eps(value, name: str, high: float = math.inf) -> float:
     "Return a clip range as a float, or raise ValueError unless 0 <= value < high."
-    try: v = float(value)
-    except (TypeError, ValueError): raise ValueError(f"{name} must be a number >= 0, got {value!r}") from None
-    if not 0.0 <= v < high: raise ValueError(f"{name} must be in [0, {high:g}), got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}") from None
+    if not 0.0 <= v < high:
+        raise ValueError(f"{name} must be in [0, {high:g}), got {value!r}")
     return v
+
 
 def _check_loss_inputs(logp, old_logp, ref_logp, adv, mask, reg):
     "Raise ValueError naming the argument unless the loss inputs have consistent shapes."
-    if not torch.is_tensor(logp) or logp.dim() != 2: raise ValueError(f"logp must be a (N, T) tensor, got {getattr(logp, 'shape', type(logp).__name__)}")
+    if not torch.is_tensor(logp) or logp.dim() != 2:
+        raise ValueError(f"logp must be a (N, T) tensor, got {getattr(logp, 'shape', type(logp).__name__)}")
     for x, name in ((old_logp, 'old_logp'), (ref_logp, 'ref_logp'), (mask, 'mask')):
-        if x is None and name == 'ref_logp' and not reg.needs_ref: continue
+        if x is None and name == 'ref_logp' and not reg.needs_ref:
+            continue
         if not torch.is_tensor(x) or x.shape != logp.shape:
-            raise ValueError(f"{name} must be a tensor of logp's shape {tuple(logp.shape)}, got {getattr(x, 'shape', x)}"
-                             + (f" ({reg!r} needs the reference log-probs)" if x is None else ''))
+            raise ValueError(
+                f"{name} must be a tensor of logp's shape {tuple(logp.shape)}, got {getattr(x, 'shape', x)}"
+                + (f" ({reg!r} needs the reference log-probs)" if x is None else '')
+            )
     if not torch.is_tensor(adv) or adv.shape != logp.shape[:1]:
         raise ValueError(f"adv must be a (N,) tensor with N={logp.shape[0]}, got {getattr(adv, 'shape', adv)}")
 
 # %% ../nbs/02_algos.ipynb #40d7abfd
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
     "Mean over completion tokens for (N, T) values, over sequences for (N, 1) values (as TRL logs them)."
-    if x.shape[-1] == 1 and mask.shape[-1] != 1: return x.to(mask.dtype).mean().item()
+    if x.shape[-1] == 1 and mask.shape[-1] != 1:
+        return x.to(mask.dtype).mean().item()
     return ((x * mask).sum() / mask.sum().clamp(min=1.0)).item()
+
 
 class PolicyLoss:
     "Clipped policy-gradient loss built from a ratio function, a clip range and an aggregation."
+
     log_ratio = staticmethod(token_log_ratio)
     aggregate = staticmethod(sequence_mean)
     dynamic_sampling = False
-    def __init__(self, eps_low: float, # lower clip range, in [0, 1)
-                 eps_high: float):     # upper clip range, >= 0
+
+    def __init__(
+        self,
+        eps_low: float,  # lower clip range, in [0, 1)
+        eps_high: float,
+    ):  # upper clip range, >= 0
         self.eps_low, self.eps_high = _check_eps(eps_low, 'eps_low', 1.0), _check_eps(eps_high, 'eps_high')
 
-    def loss(self, logp: torch.Tensor,            # (N, T) log pi_theta of the sampled tokens (with gradient)
-             old_logp: torch.Tensor,              # (N, T) log pi_old (the sampler); logp.detach() on the first update
-             ref_logp: torch.Tensor | None,       # (N, T) log pi_ref; may be None when not reg.needs_ref
-             adv: torch.Tensor,                   # (N,) advantages, one per completion
-             mask: torch.Tensor,                  # (N, T) 1 on completion tokens, 0 on padding
-             reg: Callable,                       # NoKL/RKL/SRKL: reg(logp, ref_logp) -> (N, T) penalty, beta included
-            ) -> tuple[torch.Tensor, dict]:       # scalar loss; stats: loss, pg_loss, penalty, clip_*_frac, ratio_mean
+    def loss(
+        self,
+        logp: torch.Tensor,  # (N, T) log pi_theta of the sampled tokens (with gradient)
+        old_logp: torch.Tensor,  # (N, T) log pi_old (the sampler); logp.detach() on the first update
+        ref_logp: torch.Tensor | None,  # (N, T) log pi_ref; may be None when not reg.needs_ref
+        adv: torch.Tensor,  # (N,) advantages, one per completion
+        mask: torch.Tensor,  # (N, T) 1 on completion tokens, 0 on padding
+        reg: Callable,  # NoKL/RKL/SRKL: reg(logp, ref_logp) -> (N, T) penalty, beta included
+    ) -> tuple[torch.Tensor, dict]:  # scalar loss; stats: loss, pg_loss, penalty, clip_*_frac, ratio_mean
         "The clipped policy-gradient loss plus the per-token penalty, aggregated, and float statistics to log."
         _check_loss_inputs(logp, old_logp, ref_logp, adv, mask, reg)
-        mask = mask.to(logp.dtype)                                                  # (N, T)
-        ratio = torch.exp(self.log_ratio(logp, old_logp, mask))                     # (N, T) or (N, 1)
+        mask = mask.to(logp.dtype)  # (N, T)
+        ratio = torch.exp(self.log_ratio(logp, old_logp, mask))  # (N, T) or (N, 1)
         pg = clipped_surrogate(ratio, adv[:, None].to(logp.dtype), self.eps_low, self.eps_high)
         penalty = torch.zeros_like(logp) if ref_logp is None else reg(logp, ref_logp)  # (N, T), beta included
         loss = self.aggregate(pg + penalty, mask)
@@ -133,55 +167,77 @@ class PolicyLoss:
         "Floats to log: loss, surrogate part, penalty, clipped fractions (TRL's definitions), mean ratio."
         with torch.no_grad():
             low, high = (ratio < 1 - self.eps_low) & (adv < 0), (ratio > 1 + self.eps_high) & (adv > 0)
-            return dict(loss=loss.item(), pg_loss=self.aggregate(pg, mask).item(), penalty=_masked_mean(penalty, mask),
-                        clip_low_frac=_masked_mean(low, mask), clip_high_frac=_masked_mean(high, mask),
-                        clip_frac=_masked_mean(low | high, mask), ratio_mean=_masked_mean(ratio, mask))
+            return dict(
+                loss=loss.item(),
+                pg_loss=self.aggregate(pg, mask).item(),
+                penalty=_masked_mean(penalty, mask),
+                clip_low_frac=_masked_mean(low, mask),
+                clip_high_frac=_masked_mean(high, mask),
+                clip_frac=_masked_mean(low | high, mask),
+                ratio_mean=_masked_mean(ratio, mask),
+            )
 
-    def shape_rewards(self, rewards: torch.Tensor, # (N,) rewards
-                      lengths: torch.Tensor,        # (N,) completion lengths in tokens
-                      max_new_tokens: int,          # generation length limit
-                     ) -> torch.Tensor:             # (N,) rewards
+    def shape_rewards(
+        self,
+        rewards: torch.Tensor,  # (N,) rewards
+        lengths: torch.Tensor,  # (N,) completion lengths in tokens
+        max_new_tokens: int,  # generation length limit
+    ) -> torch.Tensor:  # (N,) rewards
         "Rewards unchanged (DAPO overrides this with its overlong penalty)."
         return rewards
 
-    def completion_mask(self, mask: torch.Tensor,      # (N, T) completion mask
-                        truncated: torch.Tensor, # (N,) bool, True where generation hit max_new_tokens
-                       ) -> torch.Tensor:        # (N, T) mask
+    def completion_mask(
+        self,
+        mask: torch.Tensor,  # (N, T) completion mask
+        truncated: torch.Tensor,  # (N,) bool, True where generation hit max_new_tokens
+    ) -> torch.Tensor:  # (N, T) mask
         "Mask unchanged (DAPO can zero truncated completions)."
         return mask
 
-    def __repr__(self): return f'{type(self).__name__}(eps_low={self.eps_low:g}, eps_high={self.eps_high:g})'
+    def __repr__(self):
+        return f'{type(self).__name__}(eps_low={self.eps_low:g}, eps_high={self.eps_high:g})'
 
 # %% ../nbs/02_algos.ipynb #a248328d
 class GRPO(PolicyLoss):
     "GRPO: per-token ratio, symmetric clipping, mean over each sequence's tokens then over sequences."
-    def __init__(self, eps: float = 0.2): # clip range, ratio in [1 - eps, 1 + eps]
+
+    def __init__(self, eps: float = 0.2):  # clip range, ratio in [1 - eps, 1 + eps]
         super().__init__(eps, eps)
-    def __repr__(self): return f'GRPO(eps={self.eps_low:g})'
+
+    def __repr__(self):
+        return f'GRPO(eps={self.eps_low:g})'
 
 # %% ../nbs/02_algos.ipynb #5e9ea5d3
-def soft_overlong_punishment(lengths: torch.Tensor, # (N,) completion lengths in tokens
-                             max_new_tokens: int,   # L_max
-                             buffer: int,           # L_cache: the last `buffer` tokens up to L_max are penalised linearly
-                            ) -> torch.Tensor:      # (N,) in [-1, 0]
+def soft_overlong_punishment(
+    lengths: torch.Tensor,  # (N,) completion lengths in tokens
+    max_new_tokens: int,  # L_max
+    buffer: int,  # L_cache: the last `buffer` tokens up to L_max are penalised linearly
+) -> torch.Tensor:  # (N,) in [-1, 0]
     "DAPO's soft overlong punishment: 0 up to L_max - L_cache, then linear down to -1 at L_max, -1 beyond."
     max_new_tokens, buffer = _check_int(max_new_tokens, 'max_new_tokens', 1), _check_int(buffer, 'overlong_buffer', 1)
-    if buffer > max_new_tokens: raise ValueError(f"overlong_buffer={buffer} must be <= max_new_tokens={max_new_tokens}")
+    if buffer > max_new_tokens:
+        raise ValueError(f"overlong_buffer={buffer} must be <= max_new_tokens={max_new_tokens}")
     lengths = torch.as_tensor(lengths)
-    if not lengths.is_floating_point(): lengths = lengths.to(torch.get_default_dtype())
+    if not lengths.is_floating_point():
+        lengths = lengths.to(torch.get_default_dtype())
     start = max_new_tokens - buffer
     return ((start - lengths) / buffer).clamp(min=-1.0, max=0.0)
 
 # %% ../nbs/02_algos.ipynb #30693f99
 class DAPO(PolicyLoss):
     "DAPO: clip-higher, token-mean aggregation, dynamic sampling, soft overlong penalty, optional truncation masking."
+
     aggregate = staticmethod(token_mean)
-    def __init__(self, eps_low: float = 0.2,         # lower clip range
-                 eps_high: float = 0.28,             # upper clip range ("clip-higher")
-                 dynamic_sampling: bool = True,      # drop groups with all-equal rewards and refill (see `dynamic_sample`)
-                 overlong_buffer: int | None = None, # L_cache in tokens; None: 20% of max_new_tokens (at least 1)
-                 overlong_penalty: float = 1.0,      # factor on the soft overlong penalty; 0 turns it off
-                 mask_truncated: bool = False):      # zero the loss mask of truncated completions
+
+    def __init__(
+        self,
+        eps_low: float = 0.2,  # lower clip range
+        eps_high: float = 0.28,  # upper clip range ("clip-higher")
+        dynamic_sampling: bool = True,  # drop groups with all-equal rewards and refill (see `dynamic_sample`)
+        overlong_buffer: int | None = None,  # L_cache in tokens; None: 20% of max_new_tokens (at least 1)
+        overlong_penalty: float = 1.0,  # factor on the soft overlong penalty; 0 turns it off
+        mask_truncated: bool = False,
+    ):  # zero the loss mask of truncated completions
         super().__init__(eps_low, eps_high)
         self.dynamic_sampling, self.mask_truncated = bool(dynamic_sampling), bool(mask_truncated)
         self.overlong_buffer = None if overlong_buffer is None else _check_int(overlong_buffer, 'overlong_buffer', 1)
@@ -192,32 +248,39 @@ class DAPO(PolicyLoss):
         L_max = _check_int(max_new_tokens, 'max_new_tokens', 1)
         buffer = self.overlong_buffer if self.overlong_buffer is not None else max(1, round(0.2 * L_max))
         rewards = torch.as_tensor(rewards)
-        if not rewards.is_floating_point(): rewards = rewards.to(torch.get_default_dtype())
-        return rewards + self.overlong_penalty * soft_overlong_punishment(torch.as_tensor(lengths).to(rewards), L_max, buffer)
+        if not rewards.is_floating_point():
+            rewards = rewards.to(torch.get_default_dtype())
+        return rewards + self.overlong_penalty * soft_overlong_punishment(
+            torch.as_tensor(lengths).to(rewards), L_max, buffer
+        )
 
     def completion_mask(self, mask, truncated):
         "With `mask_truncated`, zero the rows of truncated completions (overlong filtering); else the mask unchanged."
-        if not self.mask_truncated: return mask
+        if not self.mask_truncated:
+            return mask
         return mask * (~torch.as_tensor(truncated, dtype=torch.bool, device=mask.device))[:, None]
 
-    def __repr__(self): return f'DAPO(eps_low={self.eps_low:g}, eps_high={self.eps_high:g}, dynamic_sampling={self.dynamic_sampling})'
+    def __repr__(self):
+        return f'DAPO(eps_low={self.eps_low:g}, eps_high={self.eps_high:g}, dynamic_sampling={self.dynamic_sampling})'
 
 # %% ../nbs/02_algos.ipynb #1221521d
-def filter_groups(rewards: torch.Tensor, # (B*G,) rewards, each group of G contiguous
-                  group_size: int,       # G, >= 2
-                 ) -> torch.Tensor:      # (B,) bool, True for groups whose rewards are not all equal
+def filter_groups(
+    rewards: torch.Tensor,  # (B*G,) rewards, each group of G contiguous
+    group_size: int,  # G, >= 2
+) -> torch.Tensor:  # (B,) bool, True for groups whose rewards are not all equal
     "DAPO's dynamic-sampling filter: keep the groups whose rewards are not all equal."
     G = _check_int(group_size, 'group_size', 2)
-    r = _check_rewards(rewards, G).view(-1, G)                   # (B, G)
+    r = _check_rewards(rewards, G).view(-1, G)  # (B, G)
     return r.amax(-1) > r.amin(-1)
 
 # %% ../nbs/02_algos.ipynb #b6668cdb
-def dynamic_sample(sample: Callable[[], tuple[torch.Tensor, list]], # () -> ((k*G,) rewards, list of k groups) for fresh prompts
-                   n_groups: int,       # groups wanted in the batch
-                   group_size: int,     # G, completions per prompt
-                   max_rounds: int = 4, # most calls of `sample`; a warning names it when hit
-                   all_done: Callable[[bool], bool] | None = None, # several processes: this one's "enough" -> everyone's
-                  ) -> tuple[list, torch.Tensor, dict]: # (kept groups, their (n*G,) rewards, {'rounds', 'sampled', 'kept'})
+def dynamic_sample(
+    sample: Callable[[], tuple[torch.Tensor, list]],  # () -> ((k*G,) rewards, list of k groups) for fresh prompts
+    n_groups: int,  # groups wanted in the batch
+    group_size: int,  # G, completions per prompt
+    max_rounds: int = 4,  # most calls of `sample`; a warning names it when hit
+    all_done: Callable[[bool], bool] | None = None,  # several processes: this one's "enough" -> everyone's
+) -> tuple[list, torch.Tensor, dict]:  # (kept groups, their (n*G,) rewards, {'rounds', 'sampled', 'kept'})
     "DAPO's dynamic sampling: keep groups with non-equal rewards from repeated `sample()` calls until `n_groups` are kept."
     n_groups, G = _check_int(n_groups, 'n_groups', 1), _check_int(group_size, 'group_size', 2)
     max_rounds, kept, kept_r, sampled = _check_int(max_rounds, 'max_rounds', 1), [], [], 0
@@ -229,18 +292,28 @@ def dynamic_sample(sample: Callable[[], tuple[torch.Tensor, list]], # () -> ((k*
         kept += [grp for grp, k in zip(groups, keep.tolist()) if k]
         kept_r += [r for r, k in zip(torch.as_tensor(rewards).view(-1, G), keep.tolist()) if k]
         enough = len(kept) >= n_groups
-        if (all_done(enough) if all_done is not None else enough): break
-    if len(kept) < n_groups: warnings.warn(f"dynamic sampling hit max_rounds={max_rounds}: kept {len(kept)} of the {n_groups} groups wanted "
-                        f"({sampled} groups sampled); raise max_rounds or expect smaller batches", stacklevel=2)
+        if all_done(enough) if all_done is not None else enough:
+            break
+    if len(kept) < n_groups:
+        warnings.warn(
+            f"dynamic sampling hit max_rounds={max_rounds}: kept {len(kept)} of the {n_groups} groups wanted "
+            f"({sampled} groups sampled); raise max_rounds or expect smaller batches",
+            stacklevel=2,
+        )
     rewards = torch.cat(kept_r[:n_groups]) if kept_r else torch.zeros(0)
     return kept[:n_groups], rewards, dict(rounds=rounds, sampled=sampled, kept=min(len(kept), n_groups))
 
 # %% ../nbs/02_algos.ipynb #36bdc9d1
 class GSPO(PolicyLoss):
     "GSPO: length-normalised sequence ratio, per-sequence clipping, mean over sequences (penalty averaged per sequence)."
+
     log_ratio = staticmethod(sequence_log_ratio)
-    def __init__(self, eps_low: float = 3e-4,  # lower clip range of the sequence ratio
-                 eps_high: float = 4e-4):      # upper clip range of the sequence ratio
+
+    def __init__(
+        self,
+        eps_low: float = 3e-4,  # lower clip range of the sequence ratio
+        eps_high: float = 4e-4,
+    ):  # upper clip range of the sequence ratio
         super().__init__(eps_low, eps_high)
 
 # %% ../nbs/02_algos.ipynb #mkacode

@@ -13,68 +13,86 @@ import threading
 
 # %% ../nbs/06_answers.ipynb #c9657d91
 _BOX_OPEN = re.compile(r'\\(?:boxed|fbox)\s*\{')  # `\boxed{` or `\fbox{`
-_BOX_BARE = re.compile(r'\\boxed +([^\s${}]+)')    # `\boxed 2`: no braces, the token after the space
+_BOX_BARE = re.compile(r'\\boxed +([^\s${}]+)')  # `\boxed 2`: no braces, the token after the space
+
 
 def _check_text(text, name='text'):
     "Raise ValueError unless `text` is a str."
-    if not isinstance(text, str): raise ValueError(f"{name} must be a str, got {type(text).__name__}: {text!r:.80}")
+    if not isinstance(text, str):
+        raise ValueError(f"{name} must be a str, got {type(text).__name__}: {text!r:.80}")
+
 
 def _brace_group(text: str, start: int):
     "Content from `start` up to the matching `}` (depth counted, backslash escapes skipped), or None if it never closes."
     depth, i = 1, start
     while i < len(text):
         c = text[i]
-        if c == '\\': i += 2; continue   # `\{`, `\}` and `\\` are not group delimiters
+        if c == '\\':
+            i += 2
+            continue  # `\{`, `\}` and `\\` are not group delimiters
         depth += (c == '{') - (c == '}')
-        if depth == 0: return text[start:i]
+        if depth == 0:
+            return text[start:i]
         i += 1
     return None
 
 # %% ../nbs/06_answers.ipynb #8ec48cd0
-def extract_boxed(text: str, # a completion or a reference solution
-                 ) -> str | None: # content of the last box, or None (no box, or the last box never closes)
+def extract_boxed(
+    text: str,  # a completion or a reference solution
+) -> str | None:  # content of the last box, or None (no box, or the last box never closes)
     "Content of the last `\\boxed{...}` (nested braces allowed; `\\fbox{}` and `\\boxed 2` too), or None."
     _check_text(text)
     boxes = [(m.start(), m.end(), True) for m in _BOX_OPEN.finditer(text)]
     boxes += [(m.start(), m.group(1), False) for m in _BOX_BARE.finditer(text)]
-    if not boxes: return None
+    if not boxes:
+        return None
     start, arg, braced = max(boxes)
     return _brace_group(text, arg) if braced else arg
 
 # %% ../nbs/06_answers.ipynb #75f243ab
-_NUMBER = r'-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+'   # 1,234.5 | 1234 | -3 | .5
+_NUMBER = r'-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+'  # 1,234.5 | 1234 | -3 | .5
 _GSM8K = re.compile(r'####\s*\\?\$?\s*(' + _NUMBER + ')')
 
-def extract_gsm8k(text: str, # a GSM8K-style solution ending in `#### <number>`
-                 ) -> str | None: # the number after the last `####` without thousands commas, or None
+
+def extract_gsm8k(
+    text: str,  # a GSM8K-style solution ending in `#### <number>`
+) -> str | None:  # the number after the last `####` without thousands commas, or None
     "The number after the last '####', without thousands commas, or None."
     _check_text(text)
     m = None
-    for m in _GSM8K.finditer(text): pass
+    for m in _GSM8K.finditer(text):
+        pass
     return None if m is None else m.group(1).replace(',', '')
 
 # %% ../nbs/06_answers.ipynb #f322cfec
 _ANSWER_IS = re.compile(r'(?:final answer|the answer|answer)\s*(?:is|:)\s*:?\s*([^\n]+)', re.IGNORECASE)
 _LAST_NUMBER = re.compile(_NUMBER)
 
+
 def _strip_wrappers(s: str) -> str:
     "Drop markdown bold, `$` delimiters and a trailing full stop around a short answer."
     return s.strip().lstrip('*$ ').rstrip('*$. ')
 
-def extract_answer_is(text: str, # a completion
-                     ) -> str | None: # what follows the last "answer is"/"answer:", or None
+
+def extract_answer_is(
+    text: str,  # a completion
+) -> str | None:  # what follows the last "answer is"/"answer:", or None
     "What follows the last 'the answer is' / 'final answer:' on its line (a box inside wins), or None."
     _check_text(text)
     m = None
-    for m in _ANSWER_IS.finditer(text): pass
-    if m is None: return None
+    for m in _ANSWER_IS.finditer(text):
+        pass
+    if m is None:
+        return None
     tail = m.group(1)
     boxed = extract_boxed(tail)
     out = boxed if boxed is not None else _strip_wrappers(tail)
     return out or None
 
-def extract_last_number(text: str, # a completion
-                       ) -> str | None: # the last number in the text without thousands commas, or None
+
+def extract_last_number(
+    text: str,  # a completion
+) -> str | None:  # the last number in the text without thousands commas, or None
     "The last number anywhere in the text (commas removed), or None; a lenient fallback."
     _check_text(text)
     found = _LAST_NUMBER.findall(text)
@@ -83,27 +101,41 @@ def extract_last_number(text: str, # a completion
 # %% ../nbs/06_answers.ipynb #9793a6f5
 DEFAULT_EXTRACTORS = (extract_boxed, extract_gsm8k, extract_answer_is)
 
-def extract_answer(text: str,                        # a completion
-                   extractors=DEFAULT_EXTRACTORS,   # callables text -> str | None, tried in order
-                  ) -> str | None:                  # the first extractor's non-None result, or None
+
+def extract_answer(
+    text: str,  # a completion
+    extractors=DEFAULT_EXTRACTORS,  # callables text -> str | None, tried in order
+) -> str | None:  # the first extractor's non-None result, or None
     "The final answer of a completion: the first of `extractors` that finds one, or None."
     _check_text(text)
     for extract in extractors:
         found = extract(text)
-        if found is not None: return found
+        if found is not None:
+            return found
     return None
 
 # %% ../nbs/06_answers.ipynb #f15a877b
-_NORM_SUBS = [(r'\\left|\\right', ''), (r'\\[!,;: ]|~', ''), (r'\\[dt]frac', r'\\frac'), (r'\\\$', ''),
-              (r'\^\s*\{?\\circ\}?', ''), (r'\\text\{([^{}]*)\}', r'\1'), (r'\\mbox\{([^{}]*)\}', r'\1'), (r'\s+', '')]
+_NORM_SUBS = [
+    (r'\\left|\\right', ''),
+    (r'\\[!,;: ]|~', ''),
+    (r'\\[dt]frac', r'\\frac'),
+    (r'\\\$', ''),
+    (r'\^\s*\{?\\circ\}?', ''),
+    (r'\\text\{([^{}]*)\}', r'\1'),
+    (r'\\mbox\{([^{}]*)\}', r'\1'),
+    (r'\s+', ''),
+]
 _THOUSANDS = re.compile(r'-?\d{1,3}(?:,\d{3})+(?:\.\d+)?')
 
-def normalize_answer(s: str, # a short answer (extracted, not a whole completion)
-                    ) -> str: # a normal form: equal forms mean equal answers
+
+def normalize_answer(
+    s: str,  # a short answer (extracted, not a whole completion)
+) -> str:  # a normal form: equal forms mean equal answers
     "A conservative normal form of a short answer, for string comparison before the symbolic check."
     _check_text(s, 's')
     s = s.strip().strip('$').strip()
-    for pattern, repl in _NORM_SUBS: s = re.sub(pattern, repl, s)
+    for pattern, repl in _NORM_SUBS:
+        s = re.sub(pattern, repl, s)
     s = s.rstrip('.')
     return s.replace(',', '') if _THOUSANDS.fullmatch(s) else s
 
@@ -112,38 +144,73 @@ def _as_latex_box(s: str) -> str:
     "Wrap a bare answer in `\\boxed{}` so math-verify's LaTeX parser finds it; leave delimited text alone."
     return s if s.lstrip().startswith(('$', '\\boxed', '\\(', '\\[')) else '\\boxed{' + s + '}'
 
-def math_verify_equal(pred: str,     # predicted short answer (LaTeX or plain)
-                      gold: str,     # gold short answer
-                      timeout: int = 5, # seconds per parse/verify in the main thread; no timeout elsewhere
-                     ) -> bool:      # math-verify's verdict only (no string shortcut)
+
+def math_verify_equal(
+    pred: str,  # predicted short answer (LaTeX or plain)
+    gold: str,  # gold short answer
+    timeout: int = 5,  # seconds per parse/verify in the main thread; no timeout elsewhere
+) -> bool:  # math-verify's verdict only (no string shortcut)
     "math-verify's verdict on `pred` against `gold`, both wrapped in a box; False when either fails to parse."
-    from math_verify import parse, verify   # lazy: SymPy takes ~0.5 s to import
+    from math_verify import parse, verify  # lazy: SymPy takes ~0.5 s to import
+
     t = timeout if threading.current_thread() is threading.main_thread() else None
     try:
         g, p = parse(_as_latex_box(gold), parsing_timeout=t), parse(_as_latex_box(pred), parsing_timeout=t)
         return bool(g and p and verify(g, p, timeout_seconds=t))
-    except Exception: return False   # math-verify's own timeouts and parser errors mean "not shown equal"
+    except Exception:
+        return False  # math-verify's own timeouts and parser errors mean "not shown equal"
 
 # %% ../nbs/06_answers.ipynb #7142efbe
-def is_equivalent(pred: str | None, # predicted short answer, e.g. from `extract_answer`; None means no answer
-                  gold: str | None, # gold short answer
-                  timeout: int = 5, # seconds for math-verify (main thread only)
-                 ) -> bool:         # True when equal as strings after normalisation or by math-verify
+def is_equivalent(
+    pred: str | None,  # predicted short answer, e.g. from `extract_answer`; None means no answer
+    gold: str | None,  # gold short answer
+    timeout: int = 5,  # seconds for math-verify (main thread only)
+) -> bool:  # True when equal as strings after normalisation or by math-verify
     "True when `pred` equals `gold`: same normal form, or equal by math-verify (1/2 == 0.5 == \\frac{1}{2})."
-    if pred is None or gold is None: return False
+    if pred is None or gold is None:
+        return False
     pred, gold = (str(x) if isinstance(x, (int, float)) else x for x in (pred, gold))
-    _check_text(pred, 'pred'); _check_text(gold, 'gold')
-    if normalize_answer(pred) == normalize_answer(gold): return True
+    _check_text(pred, 'pred')
+    _check_text(gold, 'gold')
+    if normalize_answer(pred) == normalize_answer(gold):
+        return True
     return math_verify_equal(pred, gold, timeout)
 
 # %% ../nbs/06_answers.ipynb #146ced11
 ABSTENTION_PHRASES = (
-    "unknown", "unanswerable", "idk", "n/a", "i don't know", "i do not know", "i dont know", "don't know",
-    "i'm not sure", "i am not sure", "i'm unsure", "not known", "is unknown", "is unanswerable", "no one knows",
-    "nobody knows", "cannot be determined", "can't be determined", "cannot be known", "impossible to know",
-    "impossible to determine", "not possible to determine", "cannot answer", "can't answer", "unable to answer",
-    "unable to determine", "not enough information", "insufficient information", "no definitive answer",
-    "no comment", "i abstain")
+    "unknown",
+    "unanswerable",
+    "idk",
+    "n/a",
+    "i don't know",
+    "i do not know",
+    "i dont know",
+    "don't know",
+    "i'm not sure",
+    "i am not sure",
+    "i'm unsure",
+    "not known",
+    "is unknown",
+    "is unanswerable",
+    "no one knows",
+    "nobody knows",
+    "cannot be determined",
+    "can't be determined",
+    "cannot be known",
+    "impossible to know",
+    "impossible to determine",
+    "not possible to determine",
+    "cannot answer",
+    "can't answer",
+    "unable to answer",
+    "unable to determine",
+    "not enough information",
+    "insufficient information",
+    "no definitive answer",
+    "no comment",
+    "i abstain",
+)
+
 
 def _norm_text(s: str) -> str:
     "Lower-case, straight apostrophes, single spaces, no surrounding punctuation or quotes."
@@ -151,29 +218,35 @@ def _norm_text(s: str) -> str:
     return s.strip(' .,;:!?"\'*`$()[]')
 
 # %% ../nbs/06_answers.ipynb #029938a5
-def is_abstention(text: str,                    # a completion or a short answer
-                  phrases=ABSTENTION_PHRASES,  # lower-case phrases; one-word ones must be the whole answer
-                 ) -> bool:                     # True when the text abstains
+def is_abstention(
+    text: str,  # a completion or a short answer
+    phrases=ABSTENTION_PHRASES,  # lower-case phrases; one-word ones must be the whole answer
+) -> bool:  # True when the text abstains
     "True when `text` says it does not know: a multi-word phrase anywhere, or a one-word phrase as the whole answer."
     _check_text(text)
     whole = {_norm_text(text)}
     final = extract_answer(text)
-    if final is not None: whole.add(_norm_text(normalize_answer(final)))
+    if final is not None:
+        whole.add(_norm_text(normalize_answer(final)))
     body = _norm_text(text)
     for phrase in phrases:
-        if ' ' not in phrase and phrase in whole: return True
-        if ' ' in phrase and re.search(r'(?<!\w)' + re.escape(phrase) + r'(?!\w)', body): return True
+        if ' ' not in phrase and phrase in whole:
+            return True
+        if ' ' in phrase and re.search(r'(?<!\w)' + re.escape(phrase) + r'(?!\w)', body):
+            return True
     return False
 
 # %% ../nbs/06_answers.ipynb #ff262764
-def abstained(texts,                  # iterable of completions
-              judge=is_abstention,    # callable text -> bool (phrase list by default; an LLM judge works too)
-             ) -> list[bool]:          # one verdict per text
+def abstained(
+    texts,  # iterable of completions
+    judge=is_abstention,  # callable text -> bool (phrase list by default; an LLM judge works too)
+) -> list[bool]:  # one verdict per text
     "Apply an abstention judge to each text, checking that it answers with a bool."
     out = []
     for text in texts:
         verdict = judge(text)
-        if not isinstance(verdict, bool): raise ValueError(f"judge must return a bool, got {verdict!r} for {text!r:.60}")
+        if not isinstance(verdict, bool):
+            raise ValueError(f"judge must return a bool, got {verdict!r} for {text!r:.60}")
         out.append(verdict)
     return out
 

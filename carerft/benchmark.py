@@ -22,109 +22,187 @@ from .divergences import RKL
 from .trainer import RFTConfig, RFTTrainer
 
 # %% ../nbs/12_benchmark.ipynb #6db0d908
-CHARS = 'abcdefghijklmnopqrstuvwxyz0123456789 :?.'   # the benchmark tokenizer's characters
+CHARS = 'abcdefghijklmnopqrstuvwxyz0123456789 :?.'  # the benchmark tokenizer's characters
 
-def bench_prompts(n: int = 8,       # number of prompts
-                  length: int = 64, # characters (= tokens, for the character tokenizer) in every prompt, >= 13
-                 ) -> list[str]:    # n distinct prompts of exactly `length` characters
+
+def bench_prompts(
+    n: int = 8,  # number of prompts
+    length: int = 64,  # characters (= tokens, for the character tokenizer) in every prompt, >= 13
+) -> list[str]:  # n distinct prompts of exactly `length` characters
     "Distinct prompts of one length, so neither trainer pads more than the other: 'prompt 0003: say aa. say aa. ...'."
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"n must be an int >= 1, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
     if isinstance(length, bool) or not isinstance(length, int) or length < 13:
         raise ValueError(f"length must be an int >= 13 (room for 'prompt 0000: '), got {length!r}")
     return [(f'prompt {i:04d}: ' + 'say aa. ' * length)[:length] for i in range(n)]
+
 
 def count_a(prompts, completions, **columns) -> list[float]:
     "The trivial benchmark reward: the fraction of 'a' characters in each completion."
     return [c.count('a') / max(1, len(c)) for c in completions]
 
 # %% ../nbs/12_benchmark.ipynb #c4255998
-def matched_configs(out: str,                  # folder for both trainers' outputs
-                    prompts_per_step: int = 8, # B prompts per step
-                    group_size: int = 8,       # G completions per prompt
-                    max_new_tokens: int = 32,  # T: completion length (EOS suppressed)
-                    beta: float = 0.04,        # reverse-KL (k3) weight
-                    lr: float = 1e-6,          # AdamW learning rate
-                    steps: int = 10,           # total steps (warm-up included)
-                    seed: int = 0,             # sampling seed
-                   ) -> tuple:                 # (RFTConfig, trl.GRPOConfig)
+def matched_configs(
+    out: str,  # folder for both trainers' outputs
+    prompts_per_step: int = 8,  # B prompts per step
+    group_size: int = 8,  # G completions per prompt
+    max_new_tokens: int = 32,  # T: completion length (EOS suppressed)
+    beta: float = 0.04,  # reverse-KL (k3) weight
+    lr: float = 1e-6,  # AdamW learning rate
+    steps: int = 10,  # total steps (warm-up included)
+    seed: int = 0,  # sampling seed
+) -> tuple:  # (RFTConfig, trl.GRPOConfig)
     "An RFTConfig and a TRL GRPOConfig that do the same work per step: same batch, length, sampling and GRPO + k3 loss."
     from trl import GRPOConfig
-    ours = RFTConfig(algo=GRPO(eps=0.2), reg=RKL(beta), group_size=group_size, prompts_per_step=prompts_per_step,
-                     max_new_tokens=max_new_tokens, suppress_eos=True, temperature=1.0, lr=lr, max_grad_norm=1.0,
-                     num_iterations=1, steps=steps, seed=seed, output_dir=f'{out}/carerft', save_every=0, progress=False)
+
+    ours = RFTConfig(
+        algo=GRPO(eps=0.2),
+        reg=RKL(beta),
+        group_size=group_size,
+        prompts_per_step=prompts_per_step,
+        max_new_tokens=max_new_tokens,
+        suppress_eos=True,
+        temperature=1.0,
+        lr=lr,
+        max_grad_norm=1.0,
+        num_iterations=1,
+        steps=steps,
+        seed=seed,
+        output_dir=f'{out}/carerft',
+        save_every=0,
+        progress=False,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        trl = GRPOConfig(output_dir=f'{out}/trl', num_generations=group_size, per_device_train_batch_size=prompts_per_step * group_size,
-                         gradient_accumulation_steps=1, max_completion_length=max_new_tokens,
-                         generation_kwargs=dict(min_new_tokens=max_new_tokens), temperature=1.0, top_p=1.0, top_k=0,
-                         beta=beta, loss_type='grpo', epsilon=0.2, scale_rewards='group', use_bias_correction_kl=False,
-                         num_iterations=1, learning_rate=lr, max_grad_norm=1.0, bf16=False, use_cpu=True,
-                         gradient_checkpointing=False, report_to='none', max_steps=steps, save_strategy='no',
-                         logging_steps=10**9, disable_tqdm=True, seed=seed, dataloader_num_workers=0)
+        trl = GRPOConfig(
+            output_dir=f'{out}/trl',
+            num_generations=group_size,
+            per_device_train_batch_size=prompts_per_step * group_size,
+            gradient_accumulation_steps=1,
+            max_completion_length=max_new_tokens,
+            generation_kwargs=dict(min_new_tokens=max_new_tokens),
+            temperature=1.0,
+            top_p=1.0,
+            top_k=0,
+            beta=beta,
+            loss_type='grpo',
+            epsilon=0.2,
+            scale_rewards='group',
+            use_bias_correction_kl=False,
+            num_iterations=1,
+            learning_rate=lr,
+            max_grad_norm=1.0,
+            bf16=False,
+            use_cpu=True,
+            gradient_checkpointing=False,
+            report_to='none',
+            max_steps=steps,
+            save_strategy='no',
+            logging_steps=10**9,
+            disable_tqdm=True,
+            seed=seed,
+            dataloader_num_workers=0,
+        )
     return ours, trl
 
 # %% ../nbs/12_benchmark.ipynb #2c0e3155
 def _check_int(name, v, lo):
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo: raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
 
-def work_model(B: int, # prompts per step
-               G: int, # completions per prompt
-               P: int, # prompt tokens
-               T: int, # completion tokens
-              ) -> dict: # {'carerft': {...}, 'trl': {...}, 'ratio': carerft total / TRL total}
+
+def work_model(
+    B: int,  # prompts per step
+    G: int,  # completions per prompt
+    P: int,  # prompt tokens
+    T: int,  # completion tokens
+) -> dict:  # {'carerft': {...}, 'trl': {...}, 'ratio': carerft total / TRL total}
     "Token positions each trainer runs through the model per step (forward 1, backward 2): generation, reference, policy."
-    for name, v in (('B', B), ('G', G), ('P', P), ('T', T)): _check_int(name, v, 1)
+    for name, v in (('B', B), ('G', G), ('P', P), ('T', T)):
+        _check_int(name, v, 1)
     N = B * G
     ours = dict(generate=B * P + N * (T - 1), reference=B * P + N * (T - 1), policy=3 * (B * P + N * (T - 1)))
     trl = dict(generate=N * P + N * (T - 1), reference=N * (P + T), policy=3 * N * (P + T))
-    for d in (ours, trl): d['total'] = d['generate'] + d['reference'] + d['policy']
+    for d in (ours, trl):
+        d['total'] = d['generate'] + d['reference'] + d['policy']
     return dict(carerft=ours, trl=trl, ratio=ours['total'] / trl['total'])
 
 # %% ../nbs/12_benchmark.ipynb #2707c958
-def timed_generate(model,          # a transformers model whose `generate` is wrapped in place
-                   log: list,      # receives one (seconds, generated tokens) pair per call
-                  ):
+def timed_generate(
+    model,  # a transformers model whose `generate` is wrapped in place
+    log: list,  # receives one (seconds, generated tokens) pair per call
+):
     "Wrap `model.generate` so each call appends (wall seconds, number of new tokens) to `log`; returns the model."
     generate = model.generate
+
     def wrapped(*args, **kwargs):
-        t0 = time.perf_counter(); out = generate(*args, **kwargs)
+        t0 = time.perf_counter()
+        out = generate(*args, **kwargs)
         log.append((time.perf_counter() - t0, out.shape[0] * (out.shape[1] - kwargs['input_ids'].shape[1])))
         return out
+
     model.generate = wrapped
     return model
 
 # %% ../nbs/12_benchmark.ipynb #312ab16b
 class Interleave(TrainerCallback):
     "Time each TRL step (and its `generate` calls), then run one carerft step outside TRL's timed window."
+
     def __init__(self, ours, gen_log: list, N: int, warmup: int, verbose: bool = True):
         self.ours, self.gen_log, self.N, self.warmup, self.verbose = ours, gen_log, N, warmup, verbose
-        self.rows, self.trainer = dict(carerft=[], trl=[]), None    # set .trainer before training (to read its token count)
-    def on_step_begin(self, *args, **kwargs): self.t0, self.g0 = time.perf_counter(), len(self.gen_log)
+        self.rows, self.trainer = (
+            dict(carerft=[], trl=[]),
+            None,
+        )  # set .trainer before training (to read its token count)
+
+    def on_step_begin(self, *args, **kwargs):
+        self.t0, self.g0 = time.perf_counter(), len(self.gen_log)
+
     def on_step_end(self, *args, **kwargs):
-        t, gen = time.perf_counter() - self.t0, self.gen_log[self.g0:]
+        t, gen = time.perf_counter() - self.t0, self.gen_log[self.g0 :]
         g, mean_len = sum(s for s, _ in gen), self.trainer._metrics['train']['completions/mean_length'][-1]
-        self.rows['trl'].append(dict(step=t, generate=g, update=t - g, tokens=round(mean_len * self.N), generated=sum(n for _, n in gen)))
-        t0 = time.perf_counter(); r = self.ours.train_step(); t = time.perf_counter() - t0
-        self.rows['carerft'].append(dict(step=t, generate=r['time_generate'], update=t - r['time_generate'], reference=r['time_reference'],
-                                         tokens=round(r['completion_length'] * r['groups_kept'] * self.ours.config.group_size)))
-        if self.verbose: self.report()
+        self.rows['trl'].append(
+            dict(step=t, generate=g, update=t - g, tokens=round(mean_len * self.N), generated=sum(n for _, n in gen))
+        )
+        t0 = time.perf_counter()
+        r = self.ours.train_step()
+        t = time.perf_counter() - t0
+        self.rows['carerft'].append(
+            dict(
+                step=t,
+                generate=r['time_generate'],
+                update=t - r['time_generate'],
+                reference=r['time_reference'],
+                tokens=round(r['completion_length'] * r['groups_kept'] * self.ours.config.group_size),
+            )
+        )
+        if self.verbose:
+            self.report()
+
     def report(self):
         i, a, b = len(self.rows['trl']), self.rows['carerft'][-1], self.rows['trl'][-1]
-        print(f"step {i}{' (warm-up)' if i <= self.warmup else ''}: carerft {a['step']:.2f} s (generation {a['generate']:.2f} s), "
-              f"TRL {b['step']:.2f} s (generation {b['generate']:.2f} s)")
+        print(
+            f"step {i}{' (warm-up)' if i <= self.warmup else ''}: carerft {a['step']:.2f} s (generation {a['generate']:.2f} s), "
+            f"TRL {b['step']:.2f} s (generation {b['generate']:.2f} s)"
+        )
 
 # %% ../nbs/12_benchmark.ipynb #f8dd0143
 def _medians(rows: list, warmup: int) -> dict:
     "Medians of step, generate and update over the measured (post-warm-up) rows, plus every row's token count."
     m = rows[warmup:]
-    return {k: statistics.median(r[k] for r in m) for k in ('step', 'generate', 'update')} | dict(tokens=[r['tokens'] for r in rows], rows=rows)
+    return {k: statistics.median(r[k] for r in m) for k in ('step', 'generate', 'update')} | dict(
+        tokens=[r['tokens'] for r in rows], rows=rows
+    )
+
 
 def summary(res: dict) -> str:
     "The one-line result: carerft/TRL step-time ratio with both medians, split into generation and update."
     a, b, s = res['carerft'], res['trl'], res['settings']
-    return (f"carerft/TRL step-time ratio: {res['ratio']:.2f} (carerft {a['step']:.2f} s, TRL {b['step']:.2f} s; "
-            f"generation {a['generate']:.2f} vs {b['generate']:.2f} s, update {a['update']:.2f} vs {b['update']:.2f} s; "
-            f"{s['prompt_len']}-token prompts, {s['max_new_tokens']}-token completions, arithmetic alone {res['ratio_work']:.2f})")
+    return (
+        f"carerft/TRL step-time ratio: {res['ratio']:.2f} (carerft {a['step']:.2f} s, TRL {b['step']:.2f} s; "
+        f"generation {a['generate']:.2f} vs {b['generate']:.2f} s, update {a['update']:.2f} vs {b['update']:.2f} s; "
+        f"{s['prompt_len']}-token prompts, {s['max_new_tokens']}-token completions, arithmetic alone {res['ratio_work']:.2f})"
+    )
 
 # %% ../nbs/12_benchmark.ipynb #93065342
 def _run_both(tmp, tok, prompts, cfg, args, gen_log, warmup, verbose):
@@ -133,55 +211,85 @@ def _run_both(tmp, tok, prompts, cfg, args, gen_log, warmup, verbose):
     from transformers import AutoModelForCausalLM
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import GRPOTrainer
+
     load = lambda: AutoModelForCausalLM.from_pretrained(f'{tmp}/model', dtype=torch.float32)
     ours = RFTTrainer(load(), tok, [{'prompt': p} for p in prompts], count_a, cfg, ref_model=load())
     cb = Interleave(ours, gen_log, cfg.prompts_per_step * cfg.group_size, warmup, verbose)
-    cb.trainer = trainer = GRPOTrainer(model=timed_generate(load(), gen_log), reward_funcs=count_a, args=args,
-                                       train_dataset=Dataset.from_dict({'prompt': prompts}), processing_class=tok, callbacks=[cb])
-    trainer.remove_callback(PrinterCallback); trainer.remove_callback(ProgressCallback)
+    cb.trainer = trainer = GRPOTrainer(
+        model=timed_generate(load(), gen_log),
+        reward_funcs=count_a,
+        args=args,
+        train_dataset=Dataset.from_dict({'prompt': prompts}),
+        processing_class=tok,
+        callbacks=[cb],
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
     trainer.train()
     return cb.rows
 
 # %% ../nbs/12_benchmark.ipynb #f3049052
-def benchmark(steps: int = 5,            # measured steps per trainer (medians over these)
-              warmup: int = 2,           # steps run first and discarded (allocator, thread pools, lazy initialisation)
-              threads: int | None = 2,   # torch intra-op threads for both trainers (None: leave as is)
-              hidden: int = 256,         # width of the config-built Qwen2
-              layers: int = 4,           # decoder layers
-              heads: int = 4,            # attention heads
-              prompts_per_step: int = 8, # B prompts per step
-              group_size: int = 8,       # G completions per prompt (N = B*G per step)
-              max_new_tokens: int = 32,  # T: every completion has exactly T tokens (EOS suppressed in both trainers)
-              prompt_len: int = 64,      # P: tokens in every prompt (>= 13)
-              beta: float = 0.04,        # reverse-KL (k3) weight in both: the reference forward is part of the step
-              lr: float = 1e-6,          # AdamW learning rate in both
-              seed: int = 0,             # weights and sampling seed
-              verbose: bool = True,      # print each step and the summary (whose last line is the ratio)
-             ) -> dict:                  # {'carerft', 'trl': medians; 'ratio', 'ratio_generate', 'ratio_update', 'ratio_work', 'settings'}
+def benchmark(
+    steps: int = 5,  # measured steps per trainer (medians over these)
+    warmup: int = 2,  # steps run first and discarded (allocator, thread pools, lazy initialisation)
+    threads: int | None = 2,  # torch intra-op threads for both trainers (None: leave as is)
+    hidden: int = 256,  # width of the config-built Qwen2
+    layers: int = 4,  # decoder layers
+    heads: int = 4,  # attention heads
+    prompts_per_step: int = 8,  # B prompts per step
+    group_size: int = 8,  # G completions per prompt (N = B*G per step)
+    max_new_tokens: int = 32,  # T: every completion has exactly T tokens (EOS suppressed in both trainers)
+    prompt_len: int = 64,  # P: tokens in every prompt (>= 13)
+    beta: float = 0.04,  # reverse-KL (k3) weight in both: the reference forward is part of the step
+    lr: float = 1e-6,  # AdamW learning rate in both
+    seed: int = 0,  # weights and sampling seed
+    verbose: bool = True,  # print each step and the summary (whose last line is the ratio)
+) -> dict:  # {'carerft', 'trl': medians; 'ratio', 'ratio_generate', 'ratio_update', 'ratio_work', 'settings'}
     "Median step time (generation / update) of RFTTrainer and TRL's GRPOTrainer on the same model and settings, interleaved."
-    for name, v, lo in (('steps', steps, 1), ('warmup', warmup, 0), ('hidden', hidden, 1), ('layers', layers, 1), ('heads', heads, 1),
-                        ('prompts_per_step', prompts_per_step, 1), ('group_size', group_size, 2), ('max_new_tokens', max_new_tokens, 1),
-                        ('prompt_len', prompt_len, 13)):
+    for name, v, lo in (
+        ('steps', steps, 1),
+        ('warmup', warmup, 0),
+        ('hidden', hidden, 1),
+        ('layers', layers, 1),
+        ('heads', heads, 1),
+        ('prompts_per_step', prompts_per_step, 1),
+        ('group_size', group_size, 2),
+        ('max_new_tokens', max_new_tokens, 1),
+        ('prompt_len', prompt_len, 13),
+    ):
         _check_int(name, v, lo)
-    if threads is not None: _check_int('threads', threads, 1)
-    try: import trl
-    except ImportError: raise ImportError("benchmark compares against TRL: pip install 'trl==1.16.*'") from None
-    settings = {k: v for k, v in locals().items() if k not in ('verbose', 'name', 'v', 'lo', 'trl')} | dict(torch=torch.__version__, trl=trl.__version__)
+    if threads is not None:
+        _check_int('threads', threads, 1)
+    try:
+        import trl
+    except ImportError:
+        raise ImportError("benchmark compares against TRL: pip install 'trl==1.16.*'") from None
+    settings = {k: v for k, v in locals().items() if k not in ('verbose', 'name', 'v', 'lo', 'trl')} | dict(
+        torch=torch.__version__, trl=trl.__version__
+    )
     old_threads, bars = torch.get_num_threads(), hf_logging.is_progress_bar_enabled()
-    if threads is not None: torch.set_num_threads(threads)
-    hf_logging.disable_progress_bar()                                 # no 'Loading weights' bars between the step lines
+    if threads is not None:
+        torch.set_num_threads(threads)
+    hf_logging.disable_progress_bar()  # no 'Loading weights' bars between the step lines
     try:
         with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
             warnings.simplefilter('ignore')
             tok, prompts = char_tokenizer(CHARS), bench_prompts(prompts_per_step, prompt_len)
             tiny_model(tok, hidden=hidden, layers=layers, heads=heads, seed=seed).save_pretrained(f'{tmp}/model')
-            cfg, args = matched_configs(tmp, prompts_per_step, group_size, max_new_tokens, beta, lr, warmup + steps, seed)
+            cfg, args = matched_configs(
+                tmp, prompts_per_step, group_size, max_new_tokens, beta, lr, warmup + steps, seed
+            )
             rows = _run_both(tmp, tok, prompts, cfg, args, [], warmup, verbose)
     finally:
         torch.set_num_threads(old_threads)
-        if bars: hf_logging.enable_progress_bar()
+        if bars:
+            hf_logging.enable_progress_bar()
     res = dict(carerft=_medians(rows['carerft'], warmup), trl=_medians(rows['trl'], warmup), settings=settings)
-    res |= {f'ratio{s}': res['carerft'][k] / res['trl'][k] for s, k in (('', 'step'), ('_generate', 'generate'), ('_update', 'update'))}
+    res |= {
+        f'ratio{s}': res['carerft'][k] / res['trl'][k]
+        for s, k in (('', 'step'), ('_generate', 'generate'), ('_update', 'update'))
+    }
     res['ratio_work'] = work_model(prompts_per_step, group_size, prompt_len, max_new_tokens)['ratio']
-    if verbose: print(summary(res))
+    if verbose:
+        print(summary(res))
     return res

@@ -17,44 +17,55 @@ import torch
 # %% ../nbs/08_calibration.ipynb #da664078
 def _as_1d(x, name: str) -> np.ndarray:
     "`x` (list, array or tensor) as a non-empty 1-D float64 array, or ValueError naming `name`."
-    if torch.is_tensor(x): x = x.detach().cpu().double().numpy()
-    try: a = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError): raise ValueError(f"{name} must be a sequence of numbers, got {type(x).__name__}") from None
-    if a.ndim != 1: raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
-    if a.size == 0: raise ValueError(f"{name} is empty: need at least one value")
+    if torch.is_tensor(x):
+        x = x.detach().cpu().double().numpy()
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a sequence of numbers, got {type(x).__name__}") from None
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
+    if a.size == 0:
+        raise ValueError(f"{name} is empty: need at least one value")
     return a
+
 
 def _check(confidence, correct) -> tuple[np.ndarray, np.ndarray]:
     "Validated (confidence, correct) as float64 arrays: same length, confidence in [0, 1], correct in {0, 1}."
     c, y = _as_1d(confidence, 'confidence'), _as_1d(correct, 'correct')
-    if len(c) != len(y): raise ValueError(f"confidence and correct must have the same length, got {len(c)} and {len(y)}")
-    bad = ~((c >= 0) & (c <= 1))   # NaN is bad too
+    if len(c) != len(y):
+        raise ValueError(f"confidence and correct must have the same length, got {len(c)} and {len(y)}")
+    bad = ~((c >= 0) & (c <= 1))  # NaN is bad too
     if bad.any():
         i = int(np.argmax(bad))
         raise ValueError(f"confidence must lie in [0, 1] (probabilities, not logits), got {c[i]!r} at index {i}")
     bad = ~np.isin(y, (0.0, 1.0))
-    if bad.any(): raise ValueError(f"correct must be 0/1 or bool, got {y[int(np.argmax(bad))]!r} at index {int(np.argmax(bad))}")
+    if bad.any():
+        raise ValueError(f"correct must be 0/1 or bool, got {y[int(np.argmax(bad))]!r} at index {int(np.argmax(bad))}")
     return c, y
 
 # %% ../nbs/08_calibration.ipynb #3e17c22c
-EDGE_ATOL = 1e-6   # a confidence this close below a bin edge counts as on the edge
+EDGE_ATOL = 1e-6  # a confidence this close below a bin edge counts as on the edge
 
-def bin_width(confidence: np.ndarray, # (n,) confidences in [0, 1]
-              n_bins: int,            # number of bins M
-             ) -> np.ndarray:         # (n,) bin index k in [0, M): bins [k/M, (k+1)/M), the last closed at 1
+
+def bin_width(
+    confidence: np.ndarray,  # (n,) confidences in [0, 1]
+    n_bins: int,  # number of bins M
+) -> np.ndarray:  # (n,) bin index k in [0, M): bins [k/M, (k+1)/M), the last closed at 1
     "Equal-width bin index of each confidence, robust to floating-point edges (see EDGE_ATOL)."
     k = np.floor((np.asarray(confidence, dtype=np.float64) + EDGE_ATOL) * n_bins)
     return np.clip(k, 0, n_bins - 1).astype(np.int64)
 
 # %% ../nbs/08_calibration.ipynb #c3254efb
-def bin_mass(confidence: np.ndarray, # (n,) confidences in [0, 1]
-             n_bins: int,            # number of bins M (at most)
-            ) -> np.ndarray:         # (n,) bin index in [0, M); ties share a bin
+def bin_mass(
+    confidence: np.ndarray,  # (n,) confidences in [0, 1]
+    n_bins: int,  # number of bins M (at most)
+) -> np.ndarray:  # (n,) bin index in [0, M); ties share a bin
     "Equal-mass bin index: edges at the empirical k/M quantiles, equal confidences kept together."
     c = np.asarray(confidence, dtype=np.float64)
     s = np.sort(c)
-    cuts = np.unique(s[(np.arange(1, n_bins) * len(s)) // n_bins])   # lower edges of bins 1..M-1
-    cuts = cuts[cuts > s[0]]                                          # no empty bin below the smallest value
+    cuts = np.unique(s[(np.arange(1, n_bins) * len(s)) // n_bins])  # lower edges of bins 1..M-1
+    cuts = cuts[cuts > s[0]]  # no empty bin below the smallest value
     return np.searchsorted(cuts, c, side='right')
 
 # %% ../nbs/08_calibration.ipynb #56142031
@@ -64,28 +75,33 @@ def _check_bins(n_bins) -> int:
         raise ValueError(f"n_bins must be an integer >= 1, got {n_bins!r}")
     return int(n_bins)
 
-def calibration_bins(confidence,            # (n,) confidences in [0, 1]: list, array or tensor
-                     correct,               # (n,) 0/1 or bool
-                     n_bins: int = 10,      # number of bins M
-                     binning: Callable = bin_width, # (confidence, n_bins) -> bin index; bin_width or bin_mass
-                    ) -> dict:              # 'count', 'confidence', 'accuracy': (M,) arrays, NaN where a bin is empty
+
+def calibration_bins(
+    confidence,  # (n,) confidences in [0, 1]: list, array or tensor
+    correct,  # (n,) 0/1 or bool
+    n_bins: int = 10,  # number of bins M
+    binning: Callable = bin_width,  # (confidence, n_bins) -> bin index; bin_width or bin_mass
+) -> dict:  # 'count', 'confidence', 'accuracy': (M,) arrays, NaN where a bin is empty
     "Per-bin sample counts, mean confidence and accuracy."
-    c, y = _check(confidence, correct); M = _check_bins(n_bins)
+    c, y = _check(confidence, correct)
+    M = _check_bins(n_bins)
     k = binning(c, M)
     count = np.bincount(k, minlength=M).astype(np.float64)
     with np.errstate(invalid='ignore', divide='ignore'):
         return {'count': count, 'confidence': np.bincount(k, c, M) / count, 'accuracy': np.bincount(k, y, M) / count}
 
 # %% ../nbs/08_calibration.ipynb #4bb9314c
-def ece(confidence,                     # (n,) confidences in [0, 1]: list, array or tensor
-        correct,                        # (n,) 0/1 or bool: was the answer right?
-        n_bins: int = 10,               # number of bins M
-        binning: Callable = bin_width,  # bin_width: [k/M, (k+1)/M), last closed at 1; bin_mass: equal-mass bins
-       ) -> float:                      # expected calibration error in [0, 1]
+def ece(
+    confidence,  # (n,) confidences in [0, 1]: list, array or tensor
+    correct,  # (n,) 0/1 or bool: was the answer right?
+    n_bins: int = 10,  # number of bins M
+    binning: Callable = bin_width,  # bin_width: [k/M, (k+1)/M), last closed at 1; bin_mass: equal-mass bins
+) -> float:  # expected calibration error in [0, 1]
     "Expected calibration error: count-weighted mean |accuracy - confidence| over non-empty bins."
     b = calibration_bins(confidence, correct, n_bins, binning)
     full = b['count'] > 0
     return float(np.sum(b['count'][full] * np.abs(b['accuracy'][full] - b['confidence'][full])) / b['count'].sum())
+
 
 def mce(confidence, correct, n_bins: int = 10, binning: Callable = bin_width) -> float:
     "Maximum calibration error: the largest |accuracy - confidence| over non-empty bins."
@@ -94,20 +110,24 @@ def mce(confidence, correct, n_bins: int = 10, binning: Callable = bin_width) ->
     return float(np.max(np.abs(b['accuracy'][full] - b['confidence'][full])))
 
 # %% ../nbs/08_calibration.ipynb #94bef068
-def brier(confidence, # (n,) confidences in [0, 1]
-          correct,    # (n,) 0/1 or bool
-         ) -> float:  # mean squared error of the confidence, in [0, 1]
+def brier(
+    confidence,  # (n,) confidences in [0, 1]
+    correct,  # (n,) 0/1 or bool
+) -> float:  # mean squared error of the confidence, in [0, 1]
     "Brier score: mean of (confidence - correct)^2."
     c, y = _check(confidence, correct)
     return float(np.mean((c - y) ** 2))
 
-def log_score(confidence, # (n,) confidences in [0, 1]
-              correct,    # (n,) 0/1 or bool
-             ) -> float:  # mean negative log-likelihood in nats; inf if a certain prediction was wrong
+
+def log_score(
+    confidence,  # (n,) confidences in [0, 1]
+    correct,  # (n,) 0/1 or bool
+) -> float:  # mean negative log-likelihood in nats; inf if a certain prediction was wrong
     "Logarithmic score as a loss: mean -log of the probability given to what happened."
     c, y = _check(confidence, correct)
-    p = np.where(y == 1, c, 1 - c)   # probability assigned to the outcome
-    with np.errstate(divide='ignore'): return float(-np.mean(np.log(p)))
+    p = np.where(y == 1, c, 1 - c)  # probability assigned to the outcome
+    with np.errstate(divide='ignore'):
+        return float(-np.mean(np.log(p)))
 
 # %% ../nbs/08_calibration.ipynb #6c7fe6b7
 def _midranks(x: np.ndarray) -> np.ndarray:
@@ -115,25 +135,31 @@ def _midranks(x: np.ndarray) -> np.ndarray:
     u, inv, cnt = np.unique(x, return_inverse=True, return_counts=True)
     return ((np.cumsum(cnt) - cnt) + (cnt + 1) / 2)[inv]
 
-def auroc(confidence, # (n,) confidences in [0, 1]
-          correct,    # (n,) 0/1 or bool
-         ) -> float:  # P(conf of a right answer > conf of a wrong one), ties 1/2; NaN with one class
+
+def auroc(
+    confidence,  # (n,) confidences in [0, 1]
+    correct,  # (n,) 0/1 or bool
+) -> float:  # P(conf of a right answer > conf of a wrong one), ties 1/2; NaN with one class
     "Area under the ROC curve of confidence as a detector of correct answers (NaN if all right or all wrong)."
     c, y = _check(confidence, correct)
-    n1 = float(y.sum()); n0 = len(y) - n1
-    if n1 == 0 or n0 == 0: return math.nan
+    n1 = float(y.sum())
+    n0 = len(y) - n1
+    if n1 == 0 or n0 == 0:
+        return math.nan
     return float((_midranks(c)[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 # %% ../nbs/08_calibration.ipynb #1981686f
-def risk_coverage(confidence, # (n,) confidences in [0, 1]
-                  correct,    # (n,) 0/1 or bool
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: # coverage, risk, threshold; each (distinct confidences,)
+def risk_coverage(
+    confidence,  # (n,) confidences in [0, 1]
+    correct,  # (n,) 0/1 or bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # coverage, risk, threshold; each (distinct confidences,)
     "Coverage and selective risk when answering only at confidence >= each distinct threshold (highest first)."
     c, y = _check(confidence, correct)
-    u, inv, cnt = np.unique(c, return_inverse=True, return_counts=True)   # ascending thresholds
-    n_kept = np.cumsum(cnt[::-1])                                         # answers kept, highest threshold first
+    u, inv, cnt = np.unique(c, return_inverse=True, return_counts=True)  # ascending thresholds
+    n_kept = np.cumsum(cnt[::-1])  # answers kept, highest threshold first
     errors = np.cumsum(np.bincount(inv, 1 - y, len(u))[::-1])
     return n_kept / len(c), errors / n_kept, u[::-1]
+
 
 def aurc(confidence, correct) -> float:
     "Area under the risk-coverage curve (step rule; ties enter together); lower is better."
@@ -145,28 +171,40 @@ def _groups(answers: Sequence, same) -> tuple[list, list[int], list[int]]:
     "Group answers by equality (or `same`) in order of first appearance: representatives, counts, group of each answer."
     reps, counts, group = [], [], []
     for a in answers:
-        if a is None: group.append(-1); continue
+        if a is None:
+            group.append(-1)
+            continue
         j = next((i for i, r in enumerate(reps) if (a == r if same is None else same(a, r))), None)
-        if j is None: reps.append(a); counts.append(0); j = len(reps) - 1
-        counts[j] += 1; group.append(j)
+        if j is None:
+            reps.append(a)
+            counts.append(0)
+            j = len(reps) - 1
+        counts[j] += 1
+        group.append(j)
     return reps, counts, group
+
 
 def _check_answers(answers) -> list:
     "Answers as a non-empty list, or ValueError."
-    if isinstance(answers, str) or not isinstance(answers, (Sequence, np.ndarray)): raise ValueError(f"answers must be a list of answers, got {type(answers).__name__}")
-    if len(answers) == 0: raise ValueError("answers is empty: need at least one sampled answer")
+    if isinstance(answers, str) or not isinstance(answers, (Sequence, np.ndarray)):
+        raise ValueError(f"answers must be a list of answers, got {type(answers).__name__}")
+    if len(answers) == 0:
+        raise ValueError("answers is empty: need at least one sampled answer")
     return list(answers)
 
 # %% ../nbs/08_calibration.ipynb #2bee23bd
-def self_consistency(answers: Sequence,  # N sampled answers to one question (None: no answer extracted)
-                     same: Callable | None = None, # equivalence (a, b) -> bool; None compares with ==
-                    ) -> tuple:          # (majority answer, its frequency in [0, 1]); ties: first seen
+def self_consistency(
+    answers: Sequence,  # N sampled answers to one question (None: no answer extracted)
+    same: Callable | None = None,  # equivalence (a, b) -> bool; None compares with ==
+) -> tuple:  # (majority answer, its frequency in [0, 1]); ties: first seen
     "Majority answer over N samples and its frequency (the paper's confidence); ties go to the first seen."
     answers = _check_answers(answers)
     reps, counts, _ = _groups(answers, same)
-    if not reps: return None, 0.0
-    best = int(np.argmax(counts))   # argmax returns the first maximum: the first-seen group
+    if not reps:
+        return None, 0.0
+    best = int(np.argmax(counts))  # argmax returns the first maximum: the first-seen group
     return reps[best], counts[best] / len(answers)
+
 
 def sample_consistency(answers: Sequence, same: Callable | None = None) -> list[float]:
     "Per-sample confidence: the share of the N samples that agree with each sample's answer (0 for None)."
@@ -178,17 +216,24 @@ def sample_consistency(answers: Sequence, same: Callable | None = None) -> list[
 def _check_logp_mask(logp, mask):
     "Raise ValueError unless logp and mask are same-shape 2-D tensors, logp <= 0 and every row masks some token."
     for x, n in ((logp, 'logp'), (mask, 'mask')):
-        if not torch.is_tensor(x) or x.dim() != 2: raise ValueError(f"{n} must be a 2-D torch.Tensor (N, T), got {getattr(x, 'shape', type(x).__name__)}")
-    if logp.shape != mask.shape: raise ValueError(f"logp {tuple(logp.shape)} and mask {tuple(mask.shape)} must have the same shape")
-    if (logp > 1e-6).any() or logp.isnan().any(): raise ValueError("logp must hold log-probabilities (<= 0, not NaN)")
-    if (mask.sum(-1) == 0).any(): raise ValueError("mask selects no answer token in some row")
+        if not torch.is_tensor(x) or x.dim() != 2:
+            raise ValueError(f"{n} must be a 2-D torch.Tensor (N, T), got {getattr(x, 'shape', type(x).__name__)}")
+    if logp.shape != mask.shape:
+        raise ValueError(f"logp {tuple(logp.shape)} and mask {tuple(mask.shape)} must have the same shape")
+    if (logp > 1e-6).any() or logp.isnan().any():
+        raise ValueError("logp must hold log-probabilities (<= 0, not NaN)")
+    if (mask.sum(-1) == 0).any():
+        raise ValueError("mask selects no answer token in some row")
 
-def answer_prob(logp: torch.Tensor, # (N, T) log-probs of the generated tokens
-                mask: torch.Tensor, # (N, T) 1 on the answer's tokens
-               ) -> torch.Tensor:   # (N,) probability of the whole answer
+
+def answer_prob(
+    logp: torch.Tensor,  # (N, T) log-probs of the generated tokens
+    mask: torch.Tensor,  # (N, T) 1 on the answer's tokens
+) -> torch.Tensor:  # (N,) probability of the whole answer
     "Probability of the answer tokens: exp of the masked sum of log-probs."
     _check_logp_mask(logp, mask)
     return (logp * mask).sum(-1).exp()
+
 
 def answer_token_prob(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     "Geometric-mean token probability of the answer: exp of the masked mean of log-probs, (N,)."
@@ -198,51 +243,73 @@ def answer_token_prob(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 # %% ../nbs/08_calibration.ipynb #6af1dd35
 _VERBAL = re.compile(
     r'(?:confiden(?:ce|t)|probability|certainty|certain|sure)\D{0,30}?(\d+(?:\.\d+)?)\s*(%|percent|/\s*100?\b)?'
-    r'|(\d+(?:\.\d+)?)\s*(%|percent)\s*(?:confiden(?:ce|t)|sure|certain)', re.IGNORECASE)
+    r'|(\d+(?:\.\d+)?)\s*(%|percent)\s*(?:confiden(?:ce|t)|sure|certain)',
+    re.IGNORECASE,
+)
 
-def parse_verbal_confidence(text: str, # a completion that states its confidence
-                           ) -> float | None: # the last stated confidence in [0, 1], or None
+
+def parse_verbal_confidence(
+    text: str,  # a completion that states its confidence
+) -> float | None:  # the last stated confidence in [0, 1], or None
     "The confidence a text states ('Confidence: 80%', 'I am 0.9 sure', '8/10'), as a probability, or None."
-    if not isinstance(text, str): raise ValueError(f"text must be a str, got {type(text).__name__}")
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a str, got {type(text).__name__}")
     m = None
-    for m in _VERBAL.finditer(text): pass
-    if m is None: return None
+    for m in _VERBAL.finditer(text):
+        pass
+    if m is None:
+        return None
     value, unit = (m.group(1), m.group(2)) if m.group(1) is not None else (m.group(3), m.group(4))
     v, unit = float(value), (unit or '').replace(' ', '').lower()
     v = v / 100 if unit in ('%', 'percent', '/100') else v / 10 if unit == '/10' else v / 100 if v > 1 else v
     return v if 0 <= v <= 1 else None
 
 # %% ../nbs/08_calibration.ipynb #fcffeec3
-def bootstrap_ci(metric: Callable,     # metric(confidence, correct) -> float, e.g. ece, brier, auroc
-                 confidence, correct,  # (n,) each
-                 n_boot: int = 1000,   # number of resamples B
-                 level: float = 0.95,  # coverage of the interval
-                 seed: int = 0,        # seed of the resampling
-                ) -> tuple[float, float, float]: # (metric on the data, lower, upper)
+def bootstrap_ci(
+    metric: Callable,  # metric(confidence, correct) -> float, e.g. ece, brier, auroc
+    confidence,
+    correct,  # (n,) each
+    n_boot: int = 1000,  # number of resamples B
+    level: float = 0.95,  # coverage of the interval
+    seed: int = 0,  # seed of the resampling
+) -> tuple[float, float, float]:  # (metric on the data, lower, upper)
     "Percentile-bootstrap interval for a metric, resampling (confidence, correct) pairs."
     c, y = _check(confidence, correct)
-    if not 0 < level < 1: raise ValueError(f"level must be in (0, 1), got {level!r}")
-    if not isinstance(n_boot, int) or n_boot < 1: raise ValueError(f"n_boot must be an integer >= 1, got {n_boot!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    if not isinstance(n_boot, int) or n_boot < 1:
+        raise ValueError(f"n_boot must be an integer >= 1, got {n_boot!r}")
     rng = np.random.default_rng(seed)
     stats = np.array([metric(c[i], y[i]) for i in rng.integers(0, len(c), size=(n_boot, len(c)))], dtype=np.float64)
-    if np.isnan(stats).all(): return float(metric(c, y)), math.nan, math.nan
+    if np.isnan(stats).all():
+        return float(metric(c, y)), math.nan, math.nan
     lo, hi = np.nanquantile(stats, [(1 - level) / 2, (1 + level) / 2])
     return float(metric(c, y)), float(lo), float(hi)
 
 # %% ../nbs/08_calibration.ipynb #c6e8a470
-def reliability_diagram(confidence, correct, # (n,) each
-                        n_bins: int = 10,   # number of bins M
-                        binning: Callable = bin_width, # bin_width or bin_mass
-                        ax=None,            # matplotlib Axes to draw on; a new figure if None
-                        title: str | None = None, # defaults to the ECE
-                       ):                   # the Axes
+def reliability_diagram(
+    confidence,
+    correct,  # (n,) each
+    n_bins: int = 10,  # number of bins M
+    binning: Callable = bin_width,  # bin_width or bin_mass
+    ax=None,  # matplotlib Axes to draw on; a new figure if None
+    title: str | None = None,  # defaults to the ECE
+):  # the Axes
     "Bar chart of accuracy per bin at the bin's mean confidence, with the diagonal and the bin counts."
-    import matplotlib.pyplot as plt   # imported here so that `import carerft.calibration` stays light
-    b = calibration_bins(confidence, correct, n_bins, binning); full = b['count'] > 0
-    if ax is None: ax = plt.subplots(figsize=(3.6, 3.4))[1]
+    import matplotlib.pyplot as plt  # imported here so that `import carerft.calibration` stays light
+
+    b = calibration_bins(confidence, correct, n_bins, binning)
+    full = b['count'] > 0
+    if ax is None:
+        ax = plt.subplots(figsize=(3.6, 3.4))[1]
     ax.plot([0, 1], [0, 1], ls='--', c='grey', lw=1)
     bars = ax.bar(b['confidence'][full], b['accuracy'][full], width=0.8 / _check_bins(n_bins), alpha=0.8, edgecolor='k')
     ax.bar_label(bars, labels=[str(int(n)) for n in b['count'][full]], fontsize=7)
-    ax.set(xlim=(0, 1), ylim=(0, 1.1), xlabel='confidence', ylabel='accuracy',
-           title=title if title is not None else f'ECE {ece(confidence, correct, n_bins, binning):.3f}')
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.1),
+        xlabel='confidence',
+        ylabel='accuracy',
+        title=title if title is not None else f'ECE {ece(confidence, correct, n_bins, binning):.3f}',
+    )
     return ax

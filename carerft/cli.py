@@ -26,27 +26,41 @@ from .loading import load_model, load_reward, load_rows, load_tokenizer
 from .trainer import RFTConfig, RFTTrainer, check_output_dir
 
 # %% ../nbs/13_cli.ipynb #1f1771ef
-def explain(alpha: float = 0.8,          # SRKL skew, in [0, 1)
-            beta: float = 0.04,          # penalty weight, >= 0
-            pi_ref: float = 0.01,        # reference probability of the token, in (0, 1)
-            out: str | None = 'carerft_explain.png', # figure path (None: no figure)
-            file=None,                   # where to print (default stdout)
-           ) -> list[dict]:              # the printed rows
+def explain(
+    alpha: float = 0.8,  # SRKL skew, in [0, 1)
+    beta: float = 0.04,  # penalty weight, >= 0
+    pi_ref: float = 0.01,  # reference probability of the token, in (0, 1)
+    out: str | None = 'carerft_explain.png',  # figure path (None: no figure)
+    file=None,  # where to print (default stdout)
+) -> list[dict]:  # the printed rows
     "Print the RKL vs SRKL penalty and gradient table and save the penalty figure."
     from carerft.explorer import penalty_table, plot_penalties
     from carerft.divergences import matched_beta
+
     file = file or sys.stdout
     rows = penalty_table(alpha, beta, pi_ref, log_ratios=(-8, -6, -4, -2, -1, 0, 1, 2, 3, 4, 6, 8))
     bound = f'{math.log(1 / alpha):.4f}' if alpha > 0 else 'inf (alpha = 0 is RKL)'
     print(f'CARE-RFT penalties per token  alpha={alpha:g}  beta={beta:g}  pi_ref={pi_ref:g}', file=file)
-    print(f'SRKL <= log(1/alpha) = {bound} nats;  matched local strength: beta_srkl = beta/(1-alpha)^2 = {matched_beta(beta, alpha):g}', file=file)
-    print(f"{'log(pi/pi_ref)':>15} {'pi':>10} {'beta*k RKL':>12} {'beta*k SRKL':>12} {'grad RKL':>12} {'grad SRKL':>12}", file=file)
+    print(
+        f'SRKL <= log(1/alpha) = {bound} nats;  matched local strength: beta_srkl = beta/(1-alpha)^2 = {matched_beta(beta, alpha):g}',
+        file=file,
+    )
+    print(
+        f"{'log(pi/pi_ref)':>15} {'pi':>10} {'beta*k RKL':>12} {'beta*k SRKL':>12} {'grad RKL':>12} {'grad SRKL':>12}",
+        file=file,
+    )
     for r in rows:
-        print(f"{r['log_ratio']:>15g} {r['pi']:>10.3g} {r['rkl']:>12.4g} {r['srkl']:>12.4g} {r['rkl_grad']:>12.4g} {r['srkl_grad']:>12.4g}", file=file)
+        print(
+            f"{r['log_ratio']:>15g} {r['pi']:>10.3g} {r['rkl']:>12.4g} {r['srkl']:>12.4g} {r['rkl_grad']:>12.4g} {r['srkl_grad']:>12.4g}",
+            file=file,
+        )
     if out:
-        import matplotlib; matplotlib.use('Agg', force=False)
+        import matplotlib
+
+        matplotlib.use('Agg', force=False)
         fig = plot_penalties((alpha,) if alpha > 0 else (0.0,), beta, pi_ref)
-        Path(out).parent.mkdir(parents=True, exist_ok=True); fig.savefig(out, dpi=120)
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=120)
         print(f'figure written to {out}', file=file)
     return rows
 
@@ -152,14 +166,16 @@ def _flag_error(err: ValueError) -> ValueError:
     msg = str(err)
     name = msg.split(' ', 1)[0]
     if name in config_flags():
-        msg = '--' + name.replace('_', '-') + msg[len(name):]
+        msg = '--' + name.replace('_', '-') + msg[len(name) :]
     return ValueError(msg.replace('resume=True', '--resume').replace('overwrite=True', '--overwrite'))
 
 # %% ../nbs/13_cli.ipynb #trncmd1
 def _tiny_train_command(folder: str = 'tiny') -> str:
     "The `carerft train` command of the tiny example (see `carerft tiny`)."
-    return (f"carerft train --model {folder}/model --data {folder}/data.jsonl --reward gsm8k --steps 3 --group-size 4 "
-            "--prompts-per-step 2 --max-new-tokens 8 --output-dir runs/tiny")
+    return (
+        f"carerft train --model {folder}/model --data {folder}/data.jsonl --reward gsm8k --steps 3 --group-size 4 "
+        "--prompts-per-step 2 --max-new-tokens 8 --output-dir runs/tiny"
+    )
 
 
 TRAIN_EXAMPLE = f"""example, on a tiny random model and a local JSONL file (seconds on a CPU):
@@ -209,10 +225,14 @@ def _add_eval(sub) -> argparse.ArgumentParser:
     "The `eval` subcommand: the arguments of `run_eval`, with its defaults."
     e = sub.add_parser('eval', help='evaluate a model: accuracy, pass@k, hallucination and calibration report')
     e.add_argument('model', help='local model folder or hub name (loaded with AutoModelForCausalLM)')
-    e.add_argument('--benchmarks', nargs='+', default=['math500'],
-                   help=f"any of {', '.join(BENCHMARKS)} (default math500)")
-    e.add_argument('--data', default=None,
-                   help=f'local file or folder with the benchmark files (default: ${DATA_ENV} if set, else the hub)')
+    e.add_argument(
+        '--benchmarks', nargs='+', default=['math500'], help=f"any of {', '.join(BENCHMARKS)} (default math500)"
+    )
+    e.add_argument(
+        '--data',
+        default=None,
+        help=f'local file or folder with the benchmark files (default: ${DATA_ENV} if set, else the hub)',
+    )
     e.add_argument('--n-samples', type=int, default=8, help='samples per question, N (default 8)')
     e.add_argument('--out', default='eval', help='output folder (default eval); rerun to resume')
     e.add_argument('--limit', type=int, default=None, help='first LIMIT questions of each benchmark')
@@ -237,8 +257,10 @@ def eval_cmd(args) -> list[dict]:
 # %% ../nbs/13_cli.ipynb #cmpcmd1
 def _csv(typ, what: str):
     "An argparse type for a comma list; `what` names it in argparse's error ('invalid comma list of ints value')."
+
     def parse(s):
         return tuple(typ(x.strip()) for x in s.split(',') if x.strip())
+
     parse.__name__ = f'comma list of {what}'
     return parse
 
@@ -248,27 +270,58 @@ def _add_compare(sub) -> argparse.ArgumentParser:
     c = sub.add_parser('compare', help='no KL vs RKL vs CARE on the toy world: results.json and report.md')
     c.add_argument('--out', default='runs/compare', help='output folder (rerun with the same folder to resume)')
     c.add_argument('--algos', type=_csv(str, 'names'), default=None, help='comma list of grpo,dapo,gspo (default grpo)')
-    c.add_argument('--regs', type=_csv(str, 'names'), default=('none', 'rkl', 'srkl'),
-                   help='comma list of none,rkl,srkl (default all three)')
-    c.add_argument('--seeds', type=_csv(int, 'ints'), default=None,
-                   help='comma list of seeds >= 0 (base model and RL), e.g. 0,1,2 (default 0)')
-    c.add_argument('--betas', type=_csv(float, 'numbers'), default=(0.04,),
-                   help='comma list of penalty weights >= 0 (default 0.04)')
-    c.add_argument('--alphas', type=_csv(float, 'numbers'), default=(0.8,),
-                   help='comma list of CARE skews in [0, 1) (default 0.8)')
-    c.add_argument('--entropy-coefs', type=_csv(float, 'numbers'), default=(),
-                   help='also run no-KL arms with these entropy bonuses > 0, e.g. 0.01')
+    c.add_argument(
+        '--regs',
+        type=_csv(str, 'names'),
+        default=('none', 'rkl', 'srkl'),
+        help='comma list of none,rkl,srkl (default all three)',
+    )
+    c.add_argument(
+        '--seeds',
+        type=_csv(int, 'ints'),
+        default=None,
+        help='comma list of seeds >= 0 (base model and RL), e.g. 0,1,2 (default 0)',
+    )
+    c.add_argument(
+        '--betas',
+        type=_csv(float, 'numbers'),
+        default=(0.04,),
+        help='comma list of penalty weights >= 0 (default 0.04)',
+    )
+    c.add_argument(
+        '--alphas', type=_csv(float, 'numbers'), default=(0.8,), help='comma list of CARE skews in [0, 1) (default 0.8)'
+    )
+    c.add_argument(
+        '--entropy-coefs',
+        type=_csv(float, 'numbers'),
+        default=(),
+        help='also run no-KL arms with these entropy bonuses > 0, e.g. 0.01',
+    )
     c.add_argument('--grid', action='store_true', help='shorthand for --algos grpo,dapo,gspo --seeds 0,1,2')
-    c.add_argument('--steps', type=int, default=RL_DEFAULTS['steps'],
-                   help=f"RL steps per arm, >= 1 (default {RL_DEFAULTS['steps']})")
-    c.add_argument('--lr', type=float, default=RL_DEFAULTS['lr'],
-                   help=f"RL learning rate, > 0 (default {RL_DEFAULTS['lr']:g})")
-    c.add_argument('--base-steps', type=int, default=None,
-                   help="base-model training steps, >= 1 (default: the world's)")
-    c.add_argument('--n-questions', type=int, default=EVAL_DEFAULTS['n_questions'],
-                   help='held-out questions per set (answerable, unanswerable), >= 1')
-    c.add_argument('--n-samples', type=int, default=EVAL_DEFAULTS['n_samples'],
-                   help='samples per question for the majority vote, >= 1')
+    c.add_argument(
+        '--steps',
+        type=int,
+        default=RL_DEFAULTS['steps'],
+        help=f"RL steps per arm, >= 1 (default {RL_DEFAULTS['steps']})",
+    )
+    c.add_argument(
+        '--lr', type=float, default=RL_DEFAULTS['lr'], help=f"RL learning rate, > 0 (default {RL_DEFAULTS['lr']:g})"
+    )
+    c.add_argument(
+        '--base-steps', type=int, default=None, help="base-model training steps, >= 1 (default: the world's)"
+    )
+    c.add_argument(
+        '--n-questions',
+        type=int,
+        default=EVAL_DEFAULTS['n_questions'],
+        help='held-out questions per set (answerable, unanswerable), >= 1',
+    )
+    c.add_argument(
+        '--n-samples',
+        type=int,
+        default=EVAL_DEFAULTS['n_samples'],
+        help='samples per question for the majority vote, >= 1',
+    )
     c.add_argument('--cache-dir', default=None, help='base-model cache (default ~/.cache/carerft/toyworld)')
     c.add_argument('--threads', type=int, default=1, help='torch threads, >= 1 (default 1)')
     c.add_argument('--no-progress', action='store_true', help='no progress bars')
@@ -313,30 +366,45 @@ def _compare_interrupted(args, stop: KeyboardInterrupt) -> str:
     results = Path(args.out) / 'results.json'
     n = len(read_results(args.out))
     kept = f"{n} finished {'entry' if n == 1 else 'entries'} in {results}"
-    if getattr(stop, 'checkpoint', None) is not None:             # TrainingInterrupted: an arm was training
+    if getattr(stop, 'checkpoint', None) is not None:  # TrainingInterrupted: an arm was training
         arm = stop.checkpoint.parent.parent.name
         kept += f"; arm {arm} stopped after step {stop.step}, checkpoint {stop.checkpoint}"
     return f"carerft compare: interrupted ({kept}); resume with: {_compare_resume_command(args)}"
 
 # %% ../nbs/13_cli.ipynb #benchcd1
-_BENCH_OPTIONS = (('--steps', 'steps', 'measured steps'), ('--warmup', 'warmup', 'discarded warm-up steps'),
-                  ('--threads', 'threads', 'torch threads for both trainers'), ('--hidden', 'hidden', 'model width'),
-                  ('--layers', 'layers', 'decoder layers'), ('--heads', 'heads', 'attention heads'),
-                  ('--prompts', 'prompts_per_step', 'prompts per step (B)'),
-                  ('--group-size', 'group_size', 'completions per prompt (G)'),
-                  ('--max-new-tokens', 'max_new_tokens', 'completion length (T)'),
-                  ('--prompt-len', 'prompt_len', 'prompt length in tokens (P)'),
-                  ('--beta', 'beta', 'reverse-KL weight'), ('--seed', 'seed', 'seed'))
+_BENCH_OPTIONS = (
+    ('--steps', 'steps', 'measured steps'),
+    ('--warmup', 'warmup', 'discarded warm-up steps'),
+    ('--threads', 'threads', 'torch threads for both trainers'),
+    ('--hidden', 'hidden', 'model width'),
+    ('--layers', 'layers', 'decoder layers'),
+    ('--heads', 'heads', 'attention heads'),
+    ('--prompts', 'prompts_per_step', 'prompts per step (B)'),
+    ('--group-size', 'group_size', 'completions per prompt (G)'),
+    ('--max-new-tokens', 'max_new_tokens', 'completion length (T)'),
+    ('--prompt-len', 'prompt_len', 'prompt length in tokens (P)'),
+    ('--beta', 'beta', 'reverse-KL weight'),
+    ('--seed', 'seed', 'seed'),
+)
 
 
 def _add_bench(sub) -> argparse.ArgumentParser:
     "The `bench` subcommand: arguments of `benchmark`, with its defaults, and `--json`."
-    b = sub.add_parser('bench', description='Step time of carerft vs TRL GRPOTrainer.',
-                       help='median RL step time of carerft vs TRL GRPOTrainer on the same tiny model (needs trl)')
+    b = sub.add_parser(
+        'bench',
+        description='Step time of carerft vs TRL GRPOTrainer.',
+        help='median RL step time of carerft vs TRL GRPOTrainer on the same tiny model (needs trl)',
+    )
     defaults = {k: p.default for k, p in inspect.signature(benchmark).parameters.items()}
     for flag, name, text in _BENCH_OPTIONS:
-        b.add_argument(flag, dest=name, metavar=flag[2:].upper().replace('-', '_'), type=type(defaults[name]),
-                       default=defaults[name], help=f'{text} (default {defaults[name]})')
+        b.add_argument(
+            flag,
+            dest=name,
+            metavar=flag[2:].upper().replace('-', '_'),
+            type=type(defaults[name]),
+            default=defaults[name],
+            help=f'{text} (default {defaults[name]})',
+        )
     b.add_argument('--json', default=None, help='write the full result to this JSON file')
     return b
 
@@ -350,25 +418,38 @@ def bench_cmd(args) -> dict:
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(res, f, indent=1)
-        print(f'result written to {args.json}', file=sys.stderr)   # stdout still ends with the summary
+        print(f'result written to {args.json}', file=sys.stderr)  # stdout still ends with the summary
     return res
 
 # %% ../nbs/13_cli.ipynb #b3eed391
 def _parser() -> argparse.ArgumentParser:
     "The `carerft` parser: one subparser per subcommand."
-    p = argparse.ArgumentParser(prog='carerft',
-                                description='CARE-RFT: reinforcement finetuning with a skew reverse-KL anchor.')
+    p = argparse.ArgumentParser(
+        prog='carerft', description='CARE-RFT: reinforcement finetuning with a skew reverse-KL anchor.'
+    )
     sub = p.add_subparsers(dest='command', required=True)
     e = sub.add_parser('explain', help='print the RKL vs SRKL penalty/gradient table and save its figure')
-    e.add_argument('--alpha', type=float, default=0.8,
-                   help='SRKL skew: weight of the policy in the anchor, in [0, 1) (default 0.8)')
+    e.add_argument(
+        '--alpha',
+        type=float,
+        default=0.8,
+        help='SRKL skew: weight of the policy in the anchor, in [0, 1) (default 0.8)',
+    )
     e.add_argument('--beta', type=float, default=0.04, help='penalty weight, >= 0 (default 0.04)')
-    e.add_argument('--pi-ref', type=float, default=0.01,
-                   help='reference probability of the token, in (0, 1) (default 0.01)')
-    e.add_argument('--out', default='carerft_explain.png',
-                   help="figure path; '' for none (default carerft_explain.png)")
-    _add_train_args(sub.add_parser('train', help='RL-finetune a causal LM (GRPO/DAPO/GSPO with no KL, RKL or CARE)',
-                                   epilog=TRAIN_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter))
+    e.add_argument(
+        '--pi-ref', type=float, default=0.01, help='reference probability of the token, in (0, 1) (default 0.01)'
+    )
+    e.add_argument(
+        '--out', default='carerft_explain.png', help="figure path; '' for none (default carerft_explain.png)"
+    )
+    _add_train_args(
+        sub.add_parser(
+            'train',
+            help='RL-finetune a causal LM (GRPO/DAPO/GSPO with no KL, RKL or CARE)',
+            epilog=TRAIN_EXAMPLE,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     t = sub.add_parser('tiny', help='write a tiny random model and a JSONL file of sums, for a first carerft train run')
     t.add_argument('--out', default='tiny', help='folder for model/ and data.jsonl (default tiny)')
     _add_eval(sub)
@@ -385,8 +466,10 @@ def _resume_command(argv: list[str]) -> str:
 def _interrupted(args, argv: list[str], stop: KeyboardInterrupt) -> str:
     "The one line an interrupted subcommand prints; train and compare say what was kept and how to continue."
     if args.command == 'train' and getattr(stop, 'checkpoint', None):
-        return (f"carerft train: interrupted after step {stop.step}; checkpoint saved to {stop.checkpoint}; "
-                f"resume with: {_resume_command(argv)}")
+        return (
+            f"carerft train: interrupted after step {stop.step}; checkpoint saved to {stop.checkpoint}; "
+            f"resume with: {_resume_command(argv)}"
+        )
     if args.command == 'compare':
         return _compare_interrupted(args, stop)
     return f'carerft {args.command}: interrupted'
@@ -400,7 +483,7 @@ def main(argv=None) -> int:
         if args.command == 'explain':
             explain(args.alpha, args.beta, args.pi_ref, args.out or None)
         elif args.command == 'train':
-            train_cmd(_train_options(args)).end()   # end: several processes exit cleanly
+            train_cmd(_train_options(args)).end()  # end: several processes exit cleanly
         elif args.command == 'tiny':
             out = make_tiny_example(args.out)
             print(f"wrote {out / 'model'} and {out / 'data.jsonl'}; now run:\n  {_tiny_train_command(args.out)}")
@@ -413,23 +496,30 @@ def main(argv=None) -> int:
     except (ValueError, RuntimeError, OSError, ImportError) as err:
         print(f'carerft {args.command}: error: {err}', file=sys.stderr)
         return 2
-    except KeyboardInterrupt as stop:               # one line instead of a traceback
+    except KeyboardInterrupt as stop:  # one line instead of a traceback
         print(_interrupted(args, argv, stop), file=sys.stderr)
         return 130
     return 0
 
 # %% ../nbs/13_cli.ipynb #tinycmd
-def make_tiny_example(out: str = 'tiny', # folder for model/ and data.jsonl
-                      n_rows: int = 64,  # sums in the data file
-                     ) -> Path:
+def make_tiny_example(
+    out: str = 'tiny',  # folder for model/ and data.jsonl
+    n_rows: int = 64,  # sums in the data file
+) -> Path:
     "A tiny random model and a JSON Lines file of sums, for a first `carerft train` run on any machine."
     import json, random
     from carerft.tiny import char_tokenizer, tiny_model
-    if not isinstance(n_rows, int) or n_rows < 1: raise ValueError(f"n_rows must be an int >= 1, got {n_rows!r}")
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+
+    if not isinstance(n_rows, int) or n_rows < 1:
+        raise ValueError(f"n_rows must be an int >= 1, got {n_rows!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     tok = char_tokenizer('0123456789+= ')
-    tiny_model(tok, hidden=32, layers=1, heads=2, seed=0).save_pretrained(out / 'model'); tok.save_pretrained(out / 'model')
+    tiny_model(tok, hidden=32, layers=1, heads=2, seed=0).save_pretrained(out / 'model')
+    tok.save_pretrained(out / 'model')
     rng = random.Random(0)
     pairs = [(rng.randrange(10), rng.randrange(10)) for _ in range(n_rows)]
-    (out / 'data.jsonl').write_text(''.join(json.dumps(dict(prompt=f'{a}+{b}=', answer=str(a + b))) + '\n' for a, b in pairs))
+    (out / 'data.jsonl').write_text(
+        ''.join(json.dumps(dict(prompt=f'{a}+{b}=', answer=str(a + b))) + '\n' for a, b in pairs)
+    )
     return out

@@ -30,15 +30,20 @@ from . import toyworld as tw
 def _real(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
-_RULES = dict(algos=(lambda v: v in ALGOS, f"must be among {', '.join(ALGOS)}"),
-              regs=(lambda v: v in REGS, f"must be among {', '.join(REGS)}"),
-              seeds=(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, 'must be ints >= 0'),
-              betas=(lambda v: _real(v) and math.isfinite(v) and v >= 0, 'must be finite numbers >= 0'),
-              alphas=(lambda v: _real(v) and 0 <= v < 1, 'must be numbers in [0, 1)'),
-              entropy_coefs=(lambda v: _real(v) and math.isfinite(v) and v > 0, 'must be finite numbers > 0'))
 
-def check_grid(lists: dict, # algos, regs, seeds, betas, alphas, entropy_coefs -> their values
-              ):
+_RULES = dict(
+    algos=(lambda v: v in ALGOS, f"must be among {', '.join(ALGOS)}"),
+    regs=(lambda v: v in REGS, f"must be among {', '.join(REGS)}"),
+    seeds=(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, 'must be ints >= 0'),
+    betas=(lambda v: _real(v) and math.isfinite(v) and v >= 0, 'must be finite numbers >= 0'),
+    alphas=(lambda v: _real(v) and 0 <= v < 1, 'must be numbers in [0, 1)'),
+    entropy_coefs=(lambda v: _real(v) and math.isfinite(v) and v > 0, 'must be finite numbers > 0'),
+)
+
+
+def check_grid(
+    lists: dict,  # algos, regs, seeds, betas, alphas, entropy_coefs -> their values
+):
     "Refuse an empty list the grid needs, a repeated value, or a value out of range, naming the list."
     need = ['algos', 'regs', 'seeds'] + ['betas'] * bool({'rkl', 'srkl'} & set(lists['regs']))
     for k in need + ['alphas'] * ('srkl' in lists['regs']):
@@ -54,23 +59,35 @@ def check_grid(lists: dict, # algos, regs, seeds, betas, alphas, entropy_coefs -
             raise ValueError(f"{k} {rule}, got {bad[0]!r}")
 
 # %% ../nbs/11_compare.ipynb #69c9107e
-def plan_arms(algos=('grpo',),          # any of grpo, dapo, gspo
-              regs=('none', 'rkl', 'srkl'), # any of none, rkl, srkl
-              seeds=(0,),               # one base model and one RL run per seed
-              betas=(0.04,),            # penalty weights (rkl and srkl)
-              alphas=(0.8,),            # CARE skews (srkl)
-              entropy_coefs=(),         # extra no-KL arms with an entropy bonus of these weights
-             ) -> list[dict]:
+def plan_arms(
+    algos=('grpo',),  # any of grpo, dapo, gspo
+    regs=('none', 'rkl', 'srkl'),  # any of none, rkl, srkl
+    seeds=(0,),  # one base model and one RL run per seed
+    betas=(0.04,),  # penalty weights (rkl and srkl)
+    alphas=(0.8,),  # CARE skews (srkl)
+    entropy_coefs=(),  # extra no-KL arms with an entropy bonus of these weights
+) -> list[dict]:
     "Every (algo, reg, beta, alpha, entropy_coef, seed) arm of the grid, validated by building its objects once."
-    check_grid(dict(algos=tuple(algos), regs=tuple(regs), seeds=tuple(seeds), betas=tuple(betas), alphas=tuple(alphas),
-                    entropy_coefs=tuple(entropy_coefs)))
+    check_grid(
+        dict(
+            algos=tuple(algos),
+            regs=tuple(regs),
+            seeds=tuple(seeds),
+            betas=tuple(betas),
+            alphas=tuple(alphas),
+            entropy_coefs=tuple(entropy_coefs),
+        )
+    )
     arms = []
     for seed in seeds:
         for algo in algos:
             make_algo(algo)
             for reg in regs:
-                grid = {'none': [(0.0, 0.0)], 'rkl': [(b, 0.0) for b in betas],
-                        'srkl': [(b, a) for b in betas for a in alphas]}[reg]
+                grid = {
+                    'none': [(0.0, 0.0)],
+                    'rkl': [(b, 0.0) for b in betas],
+                    'srkl': [(b, a) for b in betas for a in alphas],
+                }[reg]
                 for beta, alpha in grid:
                     make_reg(reg, beta, alpha if reg == 'srkl' else 0.8)
                     arms.append(dict(algo=algo, reg=reg, beta=beta, alpha=alpha, entropy_coef=0.0, seed=seed))
@@ -78,18 +95,31 @@ def plan_arms(algos=('grpo',),          # any of grpo, dapo, gspo
                 arms.append(dict(algo=algo, reg='none', beta=0.0, alpha=0.0, entropy_coef=float(ec), seed=seed))
     return arms
 
+
 def arm_name(arm: dict) -> str:
     "A readable, unique folder name for an arm."
     s = f"{arm['algo']}-{arm['reg']}"
-    if arm['reg'] != 'none': s += f"-b{arm['beta']:g}"
-    if arm['reg'] == 'srkl': s += f"-a{arm['alpha']:g}"
-    if arm['entropy_coef']: s += f"-ent{arm['entropy_coef']:g}"
+    if arm['reg'] != 'none':
+        s += f"-b{arm['beta']:g}"
+    if arm['reg'] == 'srkl':
+        s += f"-a{arm['alpha']:g}"
+    if arm['entropy_coef']:
+        s += f"-ent{arm['entropy_coef']:g}"
     return s + f"-s{arm['seed']}"
 
 # %% ../nbs/11_compare.ipynb #53f90f13
-RL_DEFAULTS = dict(group_size=8, prompts_per_step=32, max_new_tokens=4, temperature=1.0, lr=5e-4, steps=600,
-                   max_grad_norm=1.0, save_every=100)
-EVAL_DEFAULTS = dict(n_questions=400, n_samples=8, temperature=1.0)   # evaluate_world options (seeds are per arm)
+RL_DEFAULTS = dict(
+    group_size=8,
+    prompts_per_step=32,
+    max_new_tokens=4,
+    temperature=1.0,
+    lr=5e-4,
+    steps=600,
+    max_grad_norm=1.0,
+    save_every=100,
+)
+EVAL_DEFAULTS = dict(n_questions=400, n_samples=8, temperature=1.0)  # evaluate_world options (seeds are per arm)
+
 
 def trainer_flags(folder: Path) -> dict:
     "resume=True if the arm's folder has a checkpoint, else overwrite=True (only compare's unfinished work is there)."
@@ -97,19 +127,37 @@ def trainer_flags(folder: Path) -> dict:
     has = any(p.is_dir() and re.fullmatch(r'step-\d+', p.name) for p in found)
     return dict(resume=has, overwrite=not has)
 
+
 def _step_bar(trainer, name: str, progress: bool):
     "A per-step bar for one arm, under the compare bar, fed by a trainer callback; removed when closed."
-    bar = tqdm(total=trainer.config.steps, initial=trainer.state.step, desc=name, position=1, leave=False,
-               mininterval=0, miniters=1,  # every step is drawn: steps are seconds apart, and a test reads the bar
-               disable=not progress)
+    bar = tqdm(
+        total=trainer.config.steps,
+        initial=trainer.state.step,
+        desc=name,
+        position=1,
+        leave=False,
+        mininterval=0,
+        miniters=1,  # every step is drawn: steps are seconds apart, and a test reads the bar
+        disable=not progress,
+    )
+
     def step(tr, row):
         bar.update(tr.state.step - bar.n)
         bar.set_postfix(reward=f"{row.get('reward_mean', math.nan):.3f}", refresh=False)
+
     trainer.callbacks.append(step)
     return bar
 
-def run_arm(arm: dict, world: tw.ToyWorldConfig, out: Path, rl: dict | None = None, eval_kw: dict | None = None,
-            cache_dir=None, progress: bool = False) -> dict:
+
+def run_arm(
+    arm: dict,
+    world: tw.ToyWorldConfig,
+    out: Path,
+    rl: dict | None = None,
+    eval_kw: dict | None = None,
+    cache_dir=None,
+    progress: bool = False,
+) -> dict:
     "Train one arm from its seed's base model and return the arm with its evaluation metrics."
     rl = RL_DEFAULTS | (rl or {})
     t0 = time.perf_counter()
@@ -118,8 +166,16 @@ def run_arm(arm: dict, world: tw.ToyWorldConfig, out: Path, rl: dict | None = No
     rows = tw.make_questions(rl['steps'] * rl['prompts_per_step'], arm['seed'], 'answerable', world, 'train')
     reg = make_reg(arm['reg'], arm['beta'], arm['alpha'] if arm['reg'] == 'srkl' else 0.8)
     folder = out / arm_name(arm)
-    cfg = RFTConfig(algo=make_algo(arm['algo']), reg=reg, entropy_coef=arm['entropy_coef'], seed=arm['seed'],
-                    output_dir=str(folder), progress=False, **trainer_flags(folder), **rl)
+    cfg = RFTConfig(
+        algo=make_algo(arm['algo']),
+        reg=reg,
+        entropy_coef=arm['entropy_coef'],
+        seed=arm['seed'],
+        output_dir=str(folder),
+        progress=False,
+        **trainer_flags(folder),
+        **rl,
+    )
     trainer = RFTTrainer(model, tok, rows, tw.reward, cfg, ref_model=ref)
     bar = _step_bar(trainer, arm_name(arm), progress)
     try:
@@ -129,25 +185,36 @@ def run_arm(arm: dict, world: tw.ToyWorldConfig, out: Path, rl: dict | None = No
     ev = tw.evaluate_world(model, tok, world, seed=10_000 + arm['seed'], **(EVAL_DEFAULTS | (eval_kw or {})))
     return arm | _arm_metrics(ev) | dict(steps=cfg.steps, seconds=time.perf_counter() - t0)
 
+
 def _arm_metrics(ev: dict) -> dict:
     keys = ('accuracy', 'hallucination_rate', 'ece', 'brier', 'auroc', 'abstention_rate', 'greedy_accuracy')
     return {k: float(ev[k]) for k in keys if k in ev}
 
 # %% ../nbs/11_compare.ipynb #f274dfa4
 _SECTIONS = ('world', 'rl', 'eval')
-_REPORT_FILES = ('results.json', 'results.tmp', 'report.md', 'accuracy_vs_ece.png', 'accuracy_vs_hallucination.png',
-                 'curves.png')
+_REPORT_FILES = (
+    'results.json',
+    'results.tmp',
+    'report.md',
+    'accuracy_vs_ece.png',
+    'accuracy_vs_hallucination.png',
+    'curves.png',
+)
 _ARM_FOLDER = re.compile(rf"({'|'.join(ALGOS)})-({'|'.join(REGS)})(-[a-z]+[-0-9.e]+)*-s\d+")
 _PER_ARM = {'algo', 'reg', 'entropy_coef', 'seed', 'output_dir', 'resume', 'overwrite', 'progress'}
+
 
 def settings(world: tw.ToyWorldConfig, rl: dict | None = None, eval_kw: dict | None = None) -> dict:
     "What every arm shares and changes results, checked and JSON-ready: the world, the RL settings, the evaluation."
     rl, ev = RL_DEFAULTS | (rl or {}), EVAL_DEFAULTS | (eval_kw or {})
-    if _PER_ARM & set(rl): raise ValueError(f"rl cannot set {sorted(_PER_ARM & set(rl))}: compare sets them per arm")
+    if _PER_ARM & set(rl):
+        raise ValueError(f"rl cannot set {sorted(_PER_ARM & set(rl))}: compare sets them per arm")
     if set(ev) - set(EVAL_DEFAULTS):
         raise ValueError(f"eval_kw keys must be among {list(EVAL_DEFAULTS)}, got {sorted(ev)}")
-    try: RFTConfig(**rl, progress=False)                   # its checks name the bad field
-    except TypeError as err: raise ValueError(f"rl: {err}") from None
+    try:
+        RFTConfig(**rl, progress=False)  # its checks name the bad field
+    except TypeError as err:
+        raise ValueError(f"rl: {err}") from None
     for k in ('n_questions', 'n_samples'):
         if isinstance(ev[k], bool) or not isinstance(ev[k], int) or ev[k] < 1:
             raise ValueError(f"{k} must be an int >= 1, got {ev[k]!r}")
@@ -155,14 +222,17 @@ def settings(world: tw.ToyWorldConfig, rl: dict | None = None, eval_kw: dict | N
         raise ValueError(f"temperature must be a finite number > 0, got {ev['temperature']!r}")
     return json.loads(json.dumps(dict(world=asdict(world), rl=rl, eval=ev)))
 
+
 def settings_diff(old: dict, new: dict, prefix: str = '') -> list[str]:
     "'section.key: old -> new' for every setting that differs ('unset' where one side lacks it)."
     said = lambda d, k: json.dumps(d[k]) if k in d else 'unset'
     out = []
     for k in list(new) + [k for k in old if k not in new]:
         a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict): out += settings_diff(a, b, f'{prefix}{k}.')
-        elif k not in old or k not in new or a != b: out.append(f"{prefix}{k}: {said(old, k)} -> {said(new, k)}")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += settings_diff(a, b, f'{prefix}{k}.')
+        elif k not in old or k not in new or a != b:
+            out.append(f"{prefix}{k}: {said(old, k)} -> {said(new, k)}")
     return out
 
 # %% ../nbs/11_compare.ipynb #bb6cde88
@@ -171,57 +241,71 @@ def read_results(out) -> list[dict]:
     path = Path(out) / 'results.json'
     return json.loads(path.read_text())['arms'] if path.exists() else []
 
+
 def _save(path: Path, arms: list[dict], meta: dict):
     tmp = path.with_suffix('.tmp')
     tmp.write_text(json.dumps(dict(meta, arms=arms), indent=1))
     tmp.replace(path)
 
+
 def _refuse_other_settings(out: Path, new: dict):
     "ValueError naming every setting that differs from those recorded in out/results.json."
     path = out / 'results.json'
-    if not path.exists(): return
+    if not path.exists():
+        return
     old = {k: v for k, v in json.loads(path.read_text()).items() if k in _SECTIONS}
-    old['eval'] = EVAL_DEFAULTS | old.get('eval', {})          # files written before the defaults were recorded
+    old['eval'] = EVAL_DEFAULTS | old.get('eval', {})  # files written before the defaults were recorded
     diff = settings_diff(old, new)
     if diff:
-        raise ValueError(f"{out} holds a comparison with other settings ({'; '.join(diff)}): rerun with the same "
-                         "settings to resume or add arms, use another folder, or start this one afresh with "
-                         "--overwrite (overwrite=True), which deletes its results and arm runs")
+        raise ValueError(
+            f"{out} holds a comparison with other settings ({'; '.join(diff)}): rerun with the same "
+            "settings to resume or add arms, use another folder, or start this one afresh with "
+            "--overwrite (overwrite=True), which deletes its results and arm runs"
+        )
+
 
 def _clear(out: Path):
     "Delete what compare wrote in `out` (results, report, figures, arm folders); nothing else."
-    for name in _REPORT_FILES: (out / name).unlink(missing_ok=True)
+    for name in _REPORT_FILES:
+        (out / name).unlink(missing_ok=True)
     for p in out.iterdir() if out.is_dir() else []:
-        if p.is_dir() and _ARM_FOLDER.fullmatch(p.name): shutil.rmtree(p)
+        if p.is_dir() and _ARM_FOLDER.fullmatch(p.name):
+            shutil.rmtree(p)
+
 
 def _base_name(arm: dict) -> str:
     return arm_name(arm) if arm['reg'] != 'base' else f"base-s{arm['seed']}"
 
-def compare(out='runs/compare',        # folder for results.json, report.md, figures and each arm's run
-            arms: list[dict] | None = None, # from plan_arms (default: GRPO x none/rkl/srkl x seed 0)
-            world: tw.ToyWorldConfig | None = None,
-            rl: dict | None = None,    # RFTConfig overrides shared by every arm (see RL_DEFAULTS)
-            eval_kw: dict | None = None, # evaluate_world options (see EVAL_DEFAULTS)
-            cache_dir=None,            # where base models are cached (default: the toy world's)
-            progress: bool = True,     # a bar over the arms, and one over each arm's steps
-            overwrite: bool = False,   # start `out` afresh instead of resuming (refused when the settings differ)
-           ) -> list[dict]:
+
+def compare(
+    out='runs/compare',  # folder for results.json, report.md, figures and each arm's run
+    arms: list[dict] | None = None,  # from plan_arms (default: GRPO x none/rkl/srkl x seed 0)
+    world: tw.ToyWorldConfig | None = None,
+    rl: dict | None = None,  # RFTConfig overrides shared by every arm (see RL_DEFAULTS)
+    eval_kw: dict | None = None,  # evaluate_world options (see EVAL_DEFAULTS)
+    cache_dir=None,  # where base models are cached (default: the toy world's)
+    progress: bool = True,  # a bar over the arms, and one over each arm's steps
+    overwrite: bool = False,  # start `out` afresh instead of resuming (refused when the settings differ)
+) -> list[dict]:
     "Run (or resume) every arm and the base models; write results.json and report.md in `out`; return the entries."
     out, world, arms = Path(out), world or tw.ToyWorldConfig(), arms if arms is not None else plan_arms()
-    if not arms: raise ValueError("arms is empty: nothing to compare (plan_arms builds the grid)")
+    if not arms:
+        raise ValueError("arms is empty: nothing to compare (plan_arms builds the grid)")
     meta = settings(world, rl, eval_kw)
-    if overwrite: _clear(out)
-    else: _refuse_other_settings(out, meta)
+    if overwrite:
+        _clear(out)
+    else:
+        _refuse_other_settings(out, meta)
     out.mkdir(parents=True, exist_ok=True)
     path, done = out / 'results.json', read_results(out)
-    _save(path, done, meta)                                    # the settings are on record before any arm runs
+    _save(path, done, meta)  # the settings are on record before any arm runs
     seen = {_base_name(a) for a in done}
     seeds = sorted({a['seed'] for a in arms})
     bases = [dict(algo='-', reg='base', beta=0.0, alpha=0.0, entropy_coef=0.0, seed=s) for s in seeds]
     todo = [a for a in bases + arms if _base_name(a) not in seen]
     bar = tqdm(total=len(done) + len(todo), initial=len(done), desc='compare', disable=not progress)
     bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()        # transformers' 'Loading weights' bars would push compare's bars apart
+    hf_logging.disable_progress_bar()  # transformers' 'Loading weights' bars would push compare's bars apart
     try:
         for arm in todo:
             bar.set_postfix_str(arm_name(arm) if arm['reg'] != 'base' else f"base model, seed {arm['seed']}")
@@ -230,33 +314,72 @@ def compare(out='runs/compare',        # folder for results.json, report.md, fig
                 model, tok = tw.train_base(world, seed=arm['seed'], cache_dir=cache_dir, progress=progress)
                 ev = tw.evaluate_world(model, tok, world, seed=10_000 + arm['seed'], **meta['eval'])
                 done.append(arm | _arm_metrics(ev) | dict(steps=0, seconds=time.perf_counter() - t0))
-            else: done.append(run_arm(arm, world, out, rl, eval_kw, cache_dir, progress))
-            _save(path, done, meta); bar.update(1)
+            else:
+                done.append(run_arm(arm, world, out, rl, eval_kw, cache_dir, progress))
+            _save(path, done, meta)
+            bar.update(1)
     finally:
         bar.close()
-        if bars: hf_logging.enable_progress_bar()
+        if bars:
+            hf_logging.enable_progress_bar()
     write_compare_report(done, out)
     return done
 
 # %% ../nbs/11_compare.ipynb #9e6b439c
-_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+_T975 = [
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+]
+
 
 def t975(df: int) -> float:
     "The 97.5% quantile of Student's t with `df` degrees of freedom: a table to 30, a Cornish-Fisher expansion beyond."
-    if df <= 30: return _T975[df - 1]
+    if df <= 30:
+        return _T975[df - 1]
     z = 1.959964
     return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
 
 def mean_ci(xs: list) -> tuple:
     "Mean and half-width of the 95% t-interval (nan half-width for one value)."
     xs = [x for x in xs if x is not None and not math.isnan(x)]
     n = len(xs)
-    if n == 0: return math.nan, math.nan
+    if n == 0:
+        return math.nan, math.nan
     m = sum(xs) / n
-    if n == 1: return m, math.nan
+    if n == 1:
+        return m, math.nan
     sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1))
     return m, t975(n - 1) * sd / math.sqrt(n)
+
 
 def group_arms(arms: list[dict]) -> dict:
     "Entries grouped by everything except the seed."
@@ -269,13 +392,18 @@ def group_arms(arms: list[dict]) -> dict:
 # %% ../nbs/11_compare.ipynb #34c32784
 METRICS = ('accuracy', 'hallucination_rate', 'abstention_rate', 'ece', 'brier', 'auroc')
 
+
 def _label(key) -> str:
     algo, reg, beta, alpha, ent = key
-    if reg == 'base': return 'base model'
+    if reg == 'base':
+        return 'base model'
     s = f"{algo} {'no KL' if reg == 'none' else reg.upper()}"
-    if reg != 'none': s += f" β={beta:g}"
-    if reg == 'srkl': s += f" α={alpha:g}"
+    if reg != 'none':
+        s += f" β={beta:g}"
+    if reg == 'srkl':
+        s += f" α={alpha:g}"
     return s + (f" +entropy {ent:g}" if ent else '')
+
 
 def markdown_summary(arms: list[dict]) -> str:
     "The table: one row per arm (seeds pooled), mean ± 95% CI half-width of each metric."
@@ -297,81 +425,132 @@ def _curves(out: Path, arms: list[dict]) -> dict:
         logs = []
         for a in g:
             p = out / arm_name(a) / 'log.jsonl'
-            if p.exists(): logs.append([json.loads(l) for l in p.read_text().splitlines()])
-        if not logs: continue
+            if p.exists():
+                logs.append([json.loads(l) for l in p.read_text().splitlines()])
+        if not logs:
+            continue
         n = min(len(l) for l in logs)
-        curves[_label(key)] = {k: [sum(l[i].get(k, math.nan) for l in logs) / len(logs) for i in range(n)]
-                               for k in ('step', 'reward_mean', 'entropy', 'rkl', 'srkl', 'penalty')}
+        curves[_label(key)] = {
+            k: [sum(l[i].get(k, math.nan) for l in logs) / len(logs) for i in range(n)]
+            for k in ('step', 'reward_mean', 'entropy', 'rkl', 'srkl', 'penalty')
+        }
     return curves
 
+
 def _smooth(xs, w=20):
-    return [sum(xs[max(0, i - w + 1):i + 1]) / len(xs[max(0, i - w + 1):i + 1]) for i in range(len(xs))]
+    return [sum(xs[max(0, i - w + 1) : i + 1]) / len(xs[max(0, i - w + 1) : i + 1]) for i in range(len(xs))]
+
 
 def plot_report(arms: list[dict], out: Path) -> list[Path]:
     "Write the figures of the report; returns their paths."
-    import matplotlib; matplotlib.use('Agg', force=False)
+    import matplotlib
+
+    matplotlib.use('Agg', force=False)
     import matplotlib.pyplot as plt
+
     paths, groups = [], group_arms(arms)
     for ykey, name in (('ece', 'accuracy_vs_ece.png'), ('hallucination_rate', 'accuracy_vs_hallucination.png')):
         fig, ax = plt.subplots(figsize=(5.5, 4))
-        for i, (key, g) in enumerate(groups.items()):   # one small dot per seed, a large marker at the mean (CIs: the table)
+        for i, (key, g) in enumerate(
+            groups.items()
+        ):  # one small dot per seed, a large marker at the mean (CIs: the table)
             xs, ys = [a.get(ykey, math.nan) for a in g], [a.get('accuracy', math.nan) for a in g]
             c = 'k' if key[1] == 'base' else f'C{i}'
             ax.scatter(xs, ys, color=c, alpha=0.35, s=18)
-            ax.scatter([mean_ci(xs)[0]], [mean_ci(ys)[0]], color=c, marker='s' if key[1] == 'base' else 'o', s=60, label=_label(key))
+            ax.scatter(
+                [mean_ci(xs)[0]],
+                [mean_ci(ys)[0]],
+                color=c,
+                marker='s' if key[1] == 'base' else 'o',
+                s=60,
+                label=_label(key),
+            )
         ax.set(xlabel=ykey.replace('_', ' ') + ' (lower is better)', ylabel='accuracy (answerable, majority vote)')
-        ax.legend(fontsize=7); fig.tight_layout(); fig.savefig(out / name, dpi=110); plt.close(fig); paths.append(out / name)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        paths.append(out / name)
     curves = _curves(out, arms)
     if curves:
         fig, axs = plt.subplots(1, 4, figsize=(16, 3.4))
         for i, (label, c) in enumerate(curves.items()):
             for ax, k in zip(axs, ('reward_mean', 'entropy', 'rkl', 'srkl')):
                 ax.plot(c['step'], _smooth(c[k]), color=f'C{i + 1}', label=label)
-        for ax, k in zip(axs, ('reward', 'entropy', 'RKL estimate', 'SRKL estimate (α=0.8 unless CARE)')): ax.set(title=k, xlabel='step')
-        axs[0].legend(fontsize=7); fig.tight_layout(); fig.savefig(out / 'curves.png', dpi=100); plt.close(fig); paths.append(out / 'curves.png')
+        for ax, k in zip(axs, ('reward', 'entropy', 'RKL estimate', 'SRKL estimate (α=0.8 unless CARE)')):
+            ax.set(title=k, xlabel='step')
+        axs[0].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / 'curves.png', dpi=100)
+        plt.close(fig)
+        paths.append(out / 'curves.png')
     return paths
+
 
 def write_compare_report(arms: list[dict], out) -> Path:
     "report.md (table, figures, provenance) in `out`."
-    out = Path(out); figs = plot_report(arms, out)
+    out = Path(out)
+    figs = plot_report(arms, out)
     meta = json.loads((out / 'results.json').read_text()) if (out / 'results.json').exists() else {}
-    text = ['# carerft compare: no KL vs RKL vs CARE on the toy world', '',
+    text = (
+        [
+            '# carerft compare: no KL vs RKL vs CARE on the toy world',
+            '',
             'Accuracy: majority vote over samples on held-out answerable questions. Hallucination rate: fraction of held-out',
             'unanswerable questions whose majority answer is not the abstention. Abstention rate: on answerable questions.',
             'ECE / Brier / AUROC: self-consistency confidence (majority frequency) against correctness on answerable questions.',
-            'Values: mean ± half-width of the 95% t-interval over seeds (no interval with one seed).', '',
-            markdown_summary(arms), ''] + [f'![{p.stem}]({p.name})' for p in figs] + \
-           ['', '## Settings', '', '```json', json.dumps({k: v for k, v in meta.items() if k != 'arms'}, indent=1, default=str), '```']
+            'Values: mean ± half-width of the 95% t-interval over seeds (no interval with one seed).',
+            '',
+            markdown_summary(arms),
+            '',
+        ]
+        + [f'![{p.stem}]({p.name})' for p in figs]
+        + [
+            '',
+            '## Settings',
+            '',
+            '```json',
+            json.dumps({k: v for k, v in meta.items() if k != 'arms'}, indent=1, default=str),
+            '```',
+        ]
+    )
     (out / 'report.md').write_text('\n'.join(text) + '\n')
     return out / 'report.md'
 
 # %% ../nbs/11_compare.ipynb #bb536c5e
 def _check_counts(steps, lr, base_steps, n_questions, n_samples, threads):
     "Refuse a count below one, or a learning rate that is not a finite positive number, naming the argument."
-    for name, v in (('steps', steps), ('base_steps', base_steps), ('n_questions', n_questions),
-                    ('n_samples', n_samples), ('threads', threads)):
+    for name, v in (
+        ('steps', steps),
+        ('base_steps', base_steps),
+        ('n_questions', n_questions),
+        ('n_samples', n_samples),
+        ('threads', threads),
+    ):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ValueError(f"{name} must be an int >= 1, got {v!r}")
     if lr is not None and not (_real(lr) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
 
-def run_compare(out='runs/compare',               # folder for results.json, report.md, figures and each arm's run
-                algos=('grpo',),                  # any of grpo, dapo, gspo
-                regs=('none', 'rkl', 'srkl'),     # any of none, rkl, srkl
-                seeds=(0,),                       # one base model and one RL run per seed
-                betas=(0.04,),                    # penalty weights (rkl and srkl)
-                alphas=(0.8,),                    # CARE skews (srkl)
-                entropy_coefs=(),                 # extra no-KL arms with an entropy bonus of these weights
-                steps: int | None = None,         # RL steps per arm (None: RL_DEFAULTS)
-                lr: float | None = None,          # RL learning rate (None: RL_DEFAULTS)
-                base_steps: int | None = None,    # base-model training steps (None: the world's)
-                n_questions: int | None = None,   # held-out questions per set (None: EVAL_DEFAULTS)
-                n_samples: int | None = None,     # samples per question for the majority vote (None: EVAL_DEFAULTS)
-                cache_dir=None,                   # where base models are cached (default: the toy world's)
-                threads: int | None = 1,          # torch threads while it runs (None: leave as is)
-                progress: bool = True,            # a bar over the arms, and one over each arm's steps
-                overwrite: bool = False,          # start `out` afresh instead of resuming
-               ) -> list[dict]:                   # the entries of results.json
+
+def run_compare(
+    out='runs/compare',  # folder for results.json, report.md, figures and each arm's run
+    algos=('grpo',),  # any of grpo, dapo, gspo
+    regs=('none', 'rkl', 'srkl'),  # any of none, rkl, srkl
+    seeds=(0,),  # one base model and one RL run per seed
+    betas=(0.04,),  # penalty weights (rkl and srkl)
+    alphas=(0.8,),  # CARE skews (srkl)
+    entropy_coefs=(),  # extra no-KL arms with an entropy bonus of these weights
+    steps: int | None = None,  # RL steps per arm (None: RL_DEFAULTS)
+    lr: float | None = None,  # RL learning rate (None: RL_DEFAULTS)
+    base_steps: int | None = None,  # base-model training steps (None: the world's)
+    n_questions: int | None = None,  # held-out questions per set (None: EVAL_DEFAULTS)
+    n_samples: int | None = None,  # samples per question for the majority vote (None: EVAL_DEFAULTS)
+    cache_dir=None,  # where base models are cached (default: the toy world's)
+    threads: int | None = 1,  # torch threads while it runs (None: leave as is)
+    progress: bool = True,  # a bar over the arms, and one over each arm's steps
+    overwrite: bool = False,  # start `out` afresh instead of resuming
+) -> list[dict]:  # the entries of results.json
     "Check every argument, plan the grid, and run (or resume) the comparison in `out`."
     _check_counts(steps, lr, base_steps, n_questions, n_samples, threads)
     arms = plan_arms(algos, regs, seeds, betas, alphas, entropy_coefs)

@@ -14,57 +14,75 @@ import torch.nn.functional as F
 # %% ../nbs/00_divergences.ipynb #7ca3b127
 def _check_alpha(alpha) -> float:
     "Return `alpha` as a float, or raise ValueError unless it is a real number in [0, 1)."
-    try: a = float(alpha)
-    except (TypeError, ValueError): raise ValueError(f"alpha must be a real number in [0, 1), got {alpha!r}") from None
+    try:
+        a = float(alpha)
+    except (TypeError, ValueError):
+        raise ValueError(f"alpha must be a real number in [0, 1), got {alpha!r}") from None
     if not 0.0 <= a < 1.0:  # also False for NaN
-        raise ValueError(f"alpha must be in [0, 1) (alpha weighs the policy in the anchor; 0 is plain RKL), got {alpha!r}")
+        raise ValueError(
+            f"alpha must be in [0, 1) (alpha weighs the policy in the anchor; 0 is plain RKL), got {alpha!r}"
+        )
     return a
+
 
 def _check_beta(beta) -> float:
     "Return `beta` as a float, or raise ValueError unless it is a finite number >= 0."
-    try: b = float(beta)
-    except (TypeError, ValueError): raise ValueError(f"beta must be a finite number >= 0, got {beta!r}") from None
-    if not (b >= 0.0 and math.isfinite(b)): raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+    try:
+        b = float(beta)
+    except (TypeError, ValueError):
+        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}") from None
+    if not (b >= 0.0 and math.isfinite(b)):
+        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
     return b
+
 
 def _check_pair(a, b, name_a, name_b):
     "Raise ValueError naming both arguments unless `a` and `b` are tensors with broadcastable shapes."
     for x, n in ((a, name_a), (b, name_b)):
-        if not torch.is_tensor(x): raise ValueError(f"{n} must be a torch.Tensor, got {type(x).__name__}")
-    try: torch.broadcast_shapes(a.shape, b.shape)
-    except RuntimeError: raise ValueError(f"{name_a} {tuple(a.shape)} and {name_b} {tuple(b.shape)} have incompatible shapes") from None
+        if not torch.is_tensor(x):
+            raise ValueError(f"{n} must be a torch.Tensor, got {type(x).__name__}")
+    try:
+        torch.broadcast_shapes(a.shape, b.shape)
+    except RuntimeError:
+        raise ValueError(f"{name_a} {tuple(a.shape)} and {name_b} {tuple(b.shape)} have incompatible shapes") from None
+
 
 def _upcast(a, b, name_a='logp', name_b='ref_logp'):
     "Check the pair; return both in at least float32, and the dtype to hand back (the inputs' promoted dtype)."
     _check_pair(a, b, name_a, name_b)
-    dtype = torch.promote_types(a.dtype, b.dtype)     # what the caller gets back
+    dtype = torch.promote_types(a.dtype, b.dtype)  # what the caller gets back
     work = torch.promote_types(dtype, torch.float32)  # bf16 and fp16 -> float32; float64 stays float64
     return a.to(work), b.to(work), (dtype if dtype.is_floating_point else work)
 
 # %% ../nbs/00_divergences.ipynb #f186fbb2
-def log_mixture(logp: torch.Tensor,     # log pi(y), any shape
-                ref_logp: torch.Tensor, # log pi_ref(y), broadcastable with `logp`
-                alpha: float,           # weight of the policy in the anchor, in [0, 1)
-               ) -> torch.Tensor:       # log(alpha*pi + (1-alpha)*pi_ref), elementwise
+def log_mixture(
+    logp: torch.Tensor,  # log pi(y), any shape
+    ref_logp: torch.Tensor,  # log pi_ref(y), broadcastable with `logp`
+    alpha: float,  # weight of the policy in the anchor, in [0, 1)
+) -> torch.Tensor:  # log(alpha*pi + (1-alpha)*pi_ref), elementwise
     "Log of the skew anchor m_alpha = alpha*pi + (1-alpha)*pi_ref, computed stably with logaddexp."
     alpha = _check_alpha(alpha)
     logp, ref_logp, dtype = _upcast(logp, ref_logp)  # float32 inside, the input dtype out
-    if alpha == 0.0: return (ref_logp + torch.zeros_like(logp)).to(dtype)  # m_0 = pi_ref; keeps the broadcast shape
+    if alpha == 0.0:
+        return (ref_logp + torch.zeros_like(logp)).to(dtype)  # m_0 = pi_ref; keeps the broadcast shape
     return torch.logaddexp(logp + math.log(alpha), ref_logp + math.log1p(-alpha)).to(dtype)
 
 # %% ../nbs/00_divergences.ipynb #efb6b603
-def rkl_exact(logits: torch.Tensor,     # policy logits, (..., V)
-              ref_logits: torch.Tensor, # reference logits, (..., V)
-             ) -> torch.Tensor:         # KL(pi || pi_ref), shape (...)
+def rkl_exact(
+    logits: torch.Tensor,  # policy logits, (..., V)
+    ref_logits: torch.Tensor,  # reference logits, (..., V)
+) -> torch.Tensor:  # KL(pi || pi_ref), shape (...)
     "Exact reverse KL over the last (vocabulary) dimension."
     logits, ref_logits, dtype = _upcast(logits, ref_logits, 'logits', 'ref_logits')
     logp, ref_logp = F.log_softmax(logits, -1), F.log_softmax(ref_logits, -1)  # (..., V)
     return (logp.exp() * (logp - ref_logp)).sum(-1).to(dtype)
 
-def srkl_exact(logits: torch.Tensor,     # policy logits, (..., V)
-               ref_logits: torch.Tensor, # reference logits, (..., V)
-               alpha: float,             # weight of the policy in the anchor, in [0, 1)
-              ) -> torch.Tensor:         # KL(pi || alpha*pi + (1-alpha)*pi_ref), shape (...)
+
+def srkl_exact(
+    logits: torch.Tensor,  # policy logits, (..., V)
+    ref_logits: torch.Tensor,  # reference logits, (..., V)
+    alpha: float,  # weight of the policy in the anchor, in [0, 1)
+) -> torch.Tensor:  # KL(pi || alpha*pi + (1-alpha)*pi_ref), shape (...)
     "Exact skew reverse KL over the last (vocabulary) dimension."
     logits, ref_logits, dtype = _upcast(logits, ref_logits, 'logits', 'ref_logits')
     logp, ref_logp = F.log_softmax(logits, -1), F.log_softmax(ref_logits, -1)  # (..., V)
@@ -75,26 +93,31 @@ def _log_r_max(dtype: torch.dtype) -> float:
     "Largest log r that is exponentiated: half of log(largest float), 44.4 in float32 and bf16, 354.9 in float64."
     return math.log(torch.finfo(dtype).max) / 2
 
+
 def _k3(log_r: torch.Tensor) -> torch.Tensor:
     "Schulman's k3, r - 1 - log r, from log r (expm1: accurate near r = 1); past _log_r_max, its tangent line."
     c = log_r.clamp(max=_log_r_max(log_r.dtype))  # exp is only ever taken of c
     e = torch.expm1(c)
-    return e - log_r + (e + 1) * (log_r - c)      # the last term is 0 unless log r is past the bound
+    return e - log_r + (e + 1) * (log_r - c)  # the last term is 0 unless log r is past the bound
 
-def rkl_k3(logp: torch.Tensor,     # log pi(y) of the sampled tokens, e.g. (N, T)
-           ref_logp: torch.Tensor, # log pi_ref(y) of the same tokens
-          ) -> torch.Tensor:       # per-token estimate >= 0; its mean under pi is KL(pi || pi_ref)
+
+def rkl_k3(
+    logp: torch.Tensor,  # log pi(y) of the sampled tokens, e.g. (N, T)
+    ref_logp: torch.Tensor,  # log pi_ref(y) of the same tokens
+) -> torch.Tensor:  # per-token estimate >= 0; its mean under pi is KL(pi || pi_ref)
     "Per-token k3 estimate of the reverse KL: r - 1 - log r with r = pi_ref / pi."
     logp, ref_logp, dtype = _upcast(logp, ref_logp)  # float32 inside, the input dtype out
     return _k3(ref_logp - logp).to(dtype)
 
-def srkl_k3(logp: torch.Tensor,     # log pi(y) of the sampled tokens, e.g. (N, T)
-            ref_logp: torch.Tensor, # log pi_ref(y) of the same tokens
-            alpha: float,           # weight of the policy in the anchor, in [0, 1)
-           ) -> torch.Tensor:       # per-token estimate >= 0; its mean under pi is SRKL_alpha
+
+def srkl_k3(
+    logp: torch.Tensor,  # log pi(y) of the sampled tokens, e.g. (N, T)
+    ref_logp: torch.Tensor,  # log pi_ref(y) of the same tokens
+    alpha: float,  # weight of the policy in the anchor, in [0, 1)
+) -> torch.Tensor:  # per-token estimate >= 0; its mean under pi is SRKL_alpha
     "Per-token k3 estimate of the skew reverse KL: r - 1 - log r with r = m_alpha / pi."
     logp, ref_logp, dtype = _upcast(logp, ref_logp)
-    log_rref = ref_logp - logp                                            # log(pi_ref / pi)
+    log_rref = ref_logp - logp  # log(pi_ref / pi)
     return _k3(log_mixture(torch.zeros_like(log_rref), log_rref, alpha)).to(dtype)  # r = alpha + (1-alpha) pi_ref/pi
 
 # %% ../nbs/00_divergences.ipynb #258794fd
@@ -102,56 +125,80 @@ def _k3_slope(log_r: torch.Tensor) -> torch.Tensor:
     "d k3 / d log r = r - 1; past _log_r_max, the slope of _k3's tangent line."
     return torch.expm1(log_r.clamp(max=_log_r_max(log_r.dtype)))
 
+
 def rkl_k3_grad(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     "Closed-form d rkl_k3 / d logp = 1 - pi_ref/pi."
     logp, ref_logp, dtype = _upcast(logp, ref_logp)
     return (-_k3_slope(ref_logp - logp)).to(dtype)
 
+
 def srkl_k3_grad(logp: torch.Tensor, ref_logp: torch.Tensor, alpha: float) -> torch.Tensor:
     "Closed-form d srkl_k3 / d logp = -(r - 1)(r - alpha) / r with r = m_alpha / pi (gradient through the mixture included)."
     logp, ref_logp, dtype = _upcast(logp, ref_logp)
-    log_rref = ref_logp - logp                                                  # log(pi_ref / pi)
-    log_r = log_mixture(torch.zeros_like(log_rref), log_rref, alpha)            # r = alpha + (1-alpha) pi_ref/pi
-    skew = torch.exp(math.log1p(-_check_alpha(alpha)) + log_rref - log_r)     # (r - alpha) / r = (1-alpha) pi_ref / m
+    log_rref = ref_logp - logp  # log(pi_ref / pi)
+    log_r = log_mixture(torch.zeros_like(log_rref), log_rref, alpha)  # r = alpha + (1-alpha) pi_ref/pi
+    skew = torch.exp(math.log1p(-_check_alpha(alpha)) + log_rref - log_r)  # (r - alpha) / r = (1-alpha) pi_ref / m
     return (-_k3_slope(log_r) * skew).to(dtype)
 
 # %% ../nbs/00_divergences.ipynb #f91f4444
-def matched_beta(beta_rkl: float, # RKL weight to match
-                 alpha: float,    # SRKL skew
-                ) -> float:       # SRKL weight with the same penalty as RKL near the reference
+def matched_beta(
+    beta_rkl: float,  # RKL weight to match
+    alpha: float,  # SRKL skew
+) -> float:  # SRKL weight with the same penalty as RKL near the reference
     "beta_rkl / (1 - alpha)^2: the SRKL weight whose penalty matches RKL's to second order near pi = pi_ref."
     return _check_beta(beta_rkl) / (1.0 - _check_alpha(alpha)) ** 2
 
 # %% ../nbs/00_divergences.ipynb #bdde151e
 class NoKL:
     "No anchor: a zero penalty. The trainer can skip the reference model."
+
     beta, needs_ref = 0.0, False
+
     def __call__(self, logp: torch.Tensor, ref_logp: torch.Tensor | None = None) -> torch.Tensor:
         return torch.zeros_like(logp)
-    def __repr__(self): return 'NoKL()'
+
+    def __repr__(self):
+        return 'NoKL()'
+
 
 class RKL:
     "Reverse-KL anchor: beta * k3 estimate of KL(pi || pi_ref) per token."
-    def __init__(self, beta: float = 0.04): # penalty weight, >= 0
+
+    def __init__(self, beta: float = 0.04):  # penalty weight, >= 0
         self.beta = _check_beta(beta)
+
     @property
-    def needs_ref(self) -> bool: return self.beta > 0
+    def needs_ref(self) -> bool:
+        return self.beta > 0
+
     def __call__(self, logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
         logp, ref_logp, dtype = _upcast(logp, ref_logp)  # beta applied in float32 too: one rounding
         return (self.beta * rkl_k3(logp, ref_logp)).to(dtype)
-    def __repr__(self): return f'RKL(beta={self.beta:g})'
+
+    def __repr__(self):
+        return f'RKL(beta={self.beta:g})'
+
 
 class SRKL:
     "CARE's skew-reverse-KL anchor: beta * k3 estimate of KL(pi || alpha*pi + (1-alpha)*pi_ref) per token."
-    def __init__(self, beta: float = 0.04, # penalty weight, >= 0
-                 alpha: float = 0.8):      # weight of the policy in the anchor, in [0, 1); 0 is RKL
+
+    def __init__(
+        self,
+        beta: float = 0.04,  # penalty weight, >= 0
+        alpha: float = 0.8,
+    ):  # weight of the policy in the anchor, in [0, 1); 0 is RKL
         self.beta, self.alpha = _check_beta(beta), _check_alpha(alpha)
+
     @property
-    def needs_ref(self) -> bool: return self.beta > 0
+    def needs_ref(self) -> bool:
+        return self.beta > 0
+
     def __call__(self, logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
         logp, ref_logp, dtype = _upcast(logp, ref_logp)
         return (self.beta * srkl_k3(logp, ref_logp, self.alpha)).to(dtype)
-    def __repr__(self): return f'SRKL(beta={self.beta:g}, alpha={self.alpha:g})'
+
+    def __repr__(self):
+        return f'SRKL(beta={self.beta:g}, alpha={self.alpha:g})'
 
 # %% ../nbs/00_divergences.ipynb #mkrcode
 REGS = ('none', 'rkl', 'srkl')  # the names the command line and `carerft compare` accept

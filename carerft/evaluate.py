@@ -29,32 +29,38 @@ def normalize_text(s: str) -> str:
     "Lower-case words separated by single spaces, punctuation dropped: the form free-text answers are compared in."
     return ' '.join(re.findall(r'[^\W_]+', s.lower()))
 
-def contains_alias(pred: str | None, # extracted answer or whole completion
-                   gold,             # a gold answer or a list of accepted aliases
-                  ) -> bool:         # True when some alias appears in `pred` as whole words
+
+def contains_alias(
+    pred: str | None,  # extracted answer or whole completion
+    gold,  # a gold answer or a list of accepted aliases
+) -> bool:  # True when some alias appears in `pred` as whole words
     "Free-text grading: True when a gold alias appears in the prediction as a run of whole words."
-    if pred is None: return False
+    if pred is None:
+        return False
     p = f' {normalize_text(pred)} '
     return any(f' {normalize_text(g)} ' in p for g in ([gold] if isinstance(gold, str) else gold) if normalize_text(g))
+
 
 def first_line(text: str) -> str | None:
     "The answer of a free-text completion: `extract_answer`'s if it finds one, else the first non-empty line."
     found = extract_answer(text)
-    if found is not None: return found
+    if found is not None:
+        return found
     return next((line.strip() for line in text.splitlines() if line.strip()), None)
 
 # %% ../nbs/09_evaluate.ipynb #9f70a6b5
 @dataclass
 class Benchmark:
     "Where a benchmark's data lives, how a raw row is normalised, and how its answers are extracted, graded and grouped."
-    hub: tuple                       # (path, config or None, split) for `datasets.load_dataset`
-    file: str                        # file name inside a local folder
-    row: Callable                    # (raw dict, source, index) -> normalised row
-    template: str                    # prompt, formatted with `question=`
-    extract: Callable = extract_answer   # completion -> short answer or None
+
+    hub: tuple  # (path, config or None, split) for `datasets.load_dataset`
+    file: str  # file name inside a local folder
+    row: Callable  # (raw dict, source, index) -> normalised row
+    template: str  # prompt, formatted with `question=`
+    extract: Callable = extract_answer  # completion -> short answer or None
     grade: Callable = is_equivalent  # (answer, gold) -> bool
-    same: Callable = is_equivalent   # (answer, answer) -> bool, for the majority vote
-    multiple_choice: bool = False    # scored by choice log-likelihoods instead of sampling
+    same: Callable = is_equivalent  # (answer, answer) -> bool, for the majority vote
+    multiple_choice: bool = False  # scored by choice log-likelihoods instead of sampling
 
 # %% ../nbs/09_evaluate.ipynb #c12f44e5
 def _field(raw: dict, key: str, source: str, i: int):
@@ -64,65 +70,114 @@ def _field(raw: dict, key: str, source: str, i: int):
         raise ValueError(f"{source}: row {i} has no field {key!r} (it has: {have})")
     return raw[key]
 
+
 def _targets(t, source: str, i: int) -> tuple[list, list]:
     "TruthfulQA targets as (choices, labels), from the file's {choice: label} or the hub's {'choices', 'labels'}."
-    if isinstance(t, dict) and set(t) == {'choices', 'labels'}: return list(t['choices']), [int(x) for x in t['labels']]
-    if isinstance(t, dict) and t: return list(t), [int(x) for x in t.values()]
+    if isinstance(t, dict) and set(t) == {'choices', 'labels'}:
+        return list(t['choices']), [int(x) for x in t['labels']]
+    if isinstance(t, dict) and t:
+        return list(t), [int(x) for x in t.values()]
     raise ValueError(f"{source}: row {i} has targets {t!r:.60} (expected {{choice: label}} or {{'choices', 'labels'}})")
 
 # %% ../nbs/09_evaluate.ipynb #3d768902
 def _math_row(raw, source, i):
-    return dict(id=str(raw.get('unique_id', i)), question=_field(raw, 'problem', source, i), answer=str(_field(raw, 'answer', source, i)), answerable=True)
+    return dict(
+        id=str(raw.get('unique_id', i)),
+        question=_field(raw, 'problem', source, i),
+        answer=str(_field(raw, 'answer', source, i)),
+        answerable=True,
+    )
+
 
 def _gsm8k_row(raw, source, i):
     question, solution = _field(raw, 'question', source, i), _field(raw, 'answer', source, i)
     gold = extract_gsm8k(solution)
-    if gold is None: raise ValueError(f"{source}: row {i} field 'answer' has no final '#### <number>': {solution!r:.80}")
+    if gold is None:
+        raise ValueError(f"{source}: row {i} field 'answer' has no final '#### <number>': {solution!r:.80}")
     return dict(id=str(i), question=question, answer=gold, answerable=True)
+
 
 def _selfaware_row(raw, source, i):
     answerable = bool(_field(raw, 'answerable', source, i))
     gold = _field(raw, 'answer', source, i) if answerable else None
-    return dict(id=str(raw.get('question_id', i)), question=_field(raw, 'question', source, i),
-                answer=[gold] if isinstance(gold, str) else gold, answerable=answerable)
+    return dict(
+        id=str(raw.get('question_id', i)),
+        question=_field(raw, 'question', source, i),
+        answer=[gold] if isinstance(gold, str) else gold,
+        answerable=answerable,
+    )
+
 
 def _truthfulqa_row(raw, source, i):
     choices, labels = _targets(_field(raw, 'mc1_targets', source, i), source, i)
     mc2_choices, mc2_labels = _targets(_field(raw, 'mc2_targets', source, i), source, i)
-    return dict(id=str(i), question=_field(raw, 'question', source, i), answer=choices[labels.index(1)], answerable=True,
-                choices=choices, labels=labels, mc2_choices=mc2_choices, mc2_labels=mc2_labels)
+    return dict(
+        id=str(i),
+        question=_field(raw, 'question', source, i),
+        answer=choices[labels.index(1)],
+        answerable=True,
+        choices=choices,
+        labels=labels,
+        mc2_choices=mc2_choices,
+        mc2_labels=mc2_labels,
+    )
 
 # %% ../nbs/09_evaluate.ipynb #27341618
 BENCHMARKS = {
-    'math500': Benchmark(('HuggingFaceH4/MATH-500', None, 'test'), 'test.jsonl', _math_row,
-                         'Solve the problem. Put the final answer in \\boxed{{}}.\n\nProblem: {question}\nSolution:'),
-    'gsm8k': Benchmark(('openai/gsm8k', 'main', 'test'), 'test.jsonl', _gsm8k_row,
-                       'Solve the problem. End with a line "#### <number>".\n\nQuestion: {question}\nAnswer:'),
-    'selfaware': Benchmark(('OkayestProgrammer/selfAware', None, 'train'), 'SelfAware.json', _selfaware_row,
-                           'Answer in a few words. If nobody can know the answer, say "I don\'t know".\n\nQuestion: {question}\nAnswer:',
-                           extract=first_line, grade=contains_alias, same=lambda a, b: normalize_text(a) == normalize_text(b)),
-    'truthfulqa': Benchmark(('truthfulqa/truthful_qa', 'multiple_choice', 'validation'), 'mc_task.json', _truthfulqa_row,
-                            'Q: {question}\nA:', multiple_choice=True),
+    'math500': Benchmark(
+        ('HuggingFaceH4/MATH-500', None, 'test'),
+        'test.jsonl',
+        _math_row,
+        'Solve the problem. Put the final answer in \\boxed{{}}.\n\nProblem: {question}\nSolution:',
+    ),
+    'gsm8k': Benchmark(
+        ('openai/gsm8k', 'main', 'test'),
+        'test.jsonl',
+        _gsm8k_row,
+        'Solve the problem. End with a line "#### <number>".\n\nQuestion: {question}\nAnswer:',
+    ),
+    'selfaware': Benchmark(
+        ('OkayestProgrammer/selfAware', None, 'train'),
+        'SelfAware.json',
+        _selfaware_row,
+        'Answer in a few words. If nobody can know the answer, say "I don\'t know".\n\nQuestion: {question}\nAnswer:',
+        extract=first_line,
+        grade=contains_alias,
+        same=lambda a, b: normalize_text(a) == normalize_text(b),
+    ),
+    'truthfulqa': Benchmark(
+        ('truthfulqa/truthful_qa', 'multiple_choice', 'validation'),
+        'mc_task.json',
+        _truthfulqa_row,
+        'Q: {question}\nA:',
+        multiple_choice=True,
+    ),
 }
 
 # %% ../nbs/09_evaluate.ipynb #943ef22d
 def _check_name(name) -> Benchmark:
-    if name not in BENCHMARKS: raise ValueError(f"unknown benchmark {name!r}: known benchmarks are {', '.join(BENCHMARKS)}")
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}: known benchmarks are {', '.join(BENCHMARKS)}")
     return BENCHMARKS[name]
+
 
 def _local_file(name: str, path) -> Path:
     "The benchmark's file: `path` itself, or its file inside `path` or `path/name`."
     p, file = Path(path), BENCHMARKS[name].file
     for candidate in (p, p / file, p / name / file):
-        if candidate.is_file(): return candidate
+        if candidate.is_file():
+            return candidate
     raise FileNotFoundError(f"no {name} data at {p}: expected a file, or a folder holding {file} or {name}/{file}")
+
 
 def _read_rows(file: Path) -> list:
     "Raw rows of a .jsonl or .json file (a list, or SelfAware's object with an `example` list)."
     text = file.read_text(encoding='utf-8-sig')
-    if file.suffix == '.jsonl': return [json.loads(line) for line in text.splitlines() if line.strip()]
+    if file.suffix == '.jsonl':
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
     data = json.loads(text)
     return data['example'] if isinstance(data, dict) and 'example' in data else data
+
 
 def _hub_rows(name: str) -> list:
     "Raw rows from the Hugging Face hub, or RuntimeError suggesting a local path (at once when the hub is unreachable)."
@@ -133,15 +188,17 @@ def _hub_rows(name: str) -> list:
         raise RuntimeError(f"{failed}: the hub ({_hub_address()[0]}) is unreachable. {local}")
     try:
         from datasets import load_dataset
+
         return list(load_dataset(path, config, split=split))
     except Exception as err:
         raise RuntimeError(f"{failed}: {type(err).__name__}: {err}. Offline? {local}") from err
 
 # %% ../nbs/09_evaluate.ipynb #5e458871
-def load_benchmark(name: str,               # one of BENCHMARKS: math500, gsm8k, selfaware, truthfulqa
-                   path=None,               # local file or folder; None: the Hugging Face hub
-                   limit: int | None = None, # keep the first `limit` questions
-                  ) -> list[dict]:          # rows: benchmark, id, question, prompt, answer, answerable (+ choices, labels, mc2_*)
+def load_benchmark(
+    name: str,  # one of BENCHMARKS: math500, gsm8k, selfaware, truthfulqa
+    path=None,  # local file or folder; None: the Hugging Face hub
+    limit: int | None = None,  # keep the first `limit` questions
+) -> list[dict]:  # rows: benchmark, id, question, prompt, answer, answerable (+ choices, labels, mc2_*)
     "Load a benchmark as normalised rows with a templated `prompt`, from the hub or a local file or folder."
     bench = _check_name(name)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -158,109 +215,158 @@ def load_benchmark(name: str,               # one of BENCHMARKS: math500, gsm8k,
 def hub_offline() -> bool:
     "Whether `datasets` runs offline (HF_HUB_OFFLINE or HF_DATASETS_OFFLINE was set when it was imported)."
     import datasets.config
+
     return bool(datasets.config.HF_HUB_OFFLINE)
+
 
 def _hub_address() -> tuple:
     "(host, port) of the hub: HF_ENDPOINT's, else huggingface.co:443."
     url = urlsplit(os.environ.get('HF_ENDPOINT') or 'https://huggingface.co')
     return url.hostname, url.port or (80 if url.scheme == 'http' else 443)
 
-def hub_reachable(timeout: float = 1.0, # seconds, name lookup included
-                 ) -> bool:             # did a TCP connection to the hub open in time?
+
+def hub_reachable(
+    timeout: float = 1.0,  # seconds, name lookup included
+) -> bool:  # did a TCP connection to the hub open in time?
     "A quick check that the Hugging Face hub can be reached, bounded by `timeout` even when name lookup hangs."
     opened = []
+
     def attempt():
         try:
-            with socket.create_connection(_hub_address(), timeout=timeout): opened.append(True)
-        except OSError: pass
+            with socket.create_connection(_hub_address(), timeout=timeout):
+                opened.append(True)
+        except OSError:
+            pass
+
     t = threading.Thread(target=attempt, daemon=True)
-    t.start(); t.join(timeout)
+    t.start()
+    t.join(timeout)
     return bool(opened)
 
 # %% ../nbs/09_evaluate.ipynb #b5aafe08
-def pass_at_k(n: int, # samples drawn for the question
-              c: int, # how many of them are correct
-              k: int, # budget, 1 <= k <= n
-             ) -> float: # unbiased estimate of P(at least one of k samples is correct)
+def pass_at_k(
+    n: int,  # samples drawn for the question
+    c: int,  # how many of them are correct
+    k: int,  # budget, 1 <= k <= n
+) -> float:  # unbiased estimate of P(at least one of k samples is correct)
     "Chen et al.'s unbiased pass@k for one question: 1 - C(n-c, k) / C(n, k)."
     if not (isinstance(n, int) and isinstance(c, int) and isinstance(k, int)) or not (0 <= c <= n and 1 <= k <= n):
         raise ValueError(f"pass_at_k needs ints with 0 <= c <= n and 1 <= k <= n, got n={n!r}, c={c!r}, k={k!r}")
-    if n - c < k: return 1.0
+    if n - c < k:
+        return 1.0
     return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
 
 # %% ../nbs/09_evaluate.ipynb #23318415
-ABSTAIN = '[abstain]'   # the answer of an abstaining sample, in the majority vote
+ABSTAIN = '[abstain]'  # the answer of an abstaining sample, in the majority vote
 
-def judge(answer: str | None, # the extracted answer (ABSTAIN for an abstention)
-          row: dict,          # the benchmark row: `answer` (gold) and `answerable`
-          grade: Callable,    # (answer, gold) -> bool
-         ) -> bool:           # was this answer right?
+
+def judge(
+    answer: str | None,  # the extracted answer (ABSTAIN for an abstention)
+    row: dict,  # the benchmark row: `answer` (gold) and `answerable`
+    grade: Callable,  # (answer, gold) -> bool
+) -> bool:  # was this answer right?
     "Right means: an abstention on an unanswerable question, or a graded-correct answer on an answerable one."
-    if not row['answerable']: return answer == ABSTAIN
+    if not row['answerable']:
+        return answer == ABSTAIN
     return answer is not None and answer != ABSTAIN and bool(grade(answer, row['answer']))
 
 # %% ../nbs/09_evaluate.ipynb #8bb658e7
-def question_record(row: dict,             # a benchmark row
-                    completions: list,     # the N sampled completions
-                    greedy_completion: str, # the greedy completion
-                    bench: Benchmark,      # gives extract, grade and same
-                    abstains: Callable = is_abstention, # completion -> bool
-                   ) -> dict:              # the JSON-able record of this question
+def question_record(
+    row: dict,  # a benchmark row
+    completions: list,  # the N sampled completions
+    greedy_completion: str,  # the greedy completion
+    bench: Benchmark,  # gives extract, grade and same
+    abstains: Callable = is_abstention,  # completion -> bool
+) -> dict:  # the JSON-able record of this question
     "Extract, vote and judge the N samples (and the greedy answer) of one question."
-    def answer_of(text): return ABSTAIN if abstains(text) else bench.extract(text)
+
+    def answer_of(text):
+        return ABSTAIN if abstains(text) else bench.extract(text)
+
     answers = [answer_of(t) for t in completions]
     same = lambda a, b: a == b or (ABSTAIN not in (a, b) and bench.same(a, b))
     majority, confidence = self_consistency(answers, same)
     greedy_answer = answer_of(greedy_completion)
-    return dict(id=row['id'], benchmark=row['benchmark'], question=row['question'], gold=row['answer'],
-                answerable=row['answerable'], n_samples=len(completions), completions=list(completions), answers=answers,
-                abstained=[a == ABSTAIN for a in answers], sample_correct=[judge(a, row, bench.grade) for a in answers],
-                majority=majority, confidence=confidence, majority_abstained=majority == ABSTAIN,
-                correct=judge(majority, row, bench.grade), greedy_completion=greedy_completion,
-                greedy_answer=greedy_answer, greedy_correct=judge(greedy_answer, row, bench.grade))
+    return dict(
+        id=row['id'],
+        benchmark=row['benchmark'],
+        question=row['question'],
+        gold=row['answer'],
+        answerable=row['answerable'],
+        n_samples=len(completions),
+        completions=list(completions),
+        answers=answers,
+        abstained=[a == ABSTAIN for a in answers],
+        sample_correct=[judge(a, row, bench.grade) for a in answers],
+        majority=majority,
+        confidence=confidence,
+        majority_abstained=majority == ABSTAIN,
+        correct=judge(majority, row, bench.grade),
+        greedy_completion=greedy_completion,
+        greedy_answer=greedy_answer,
+        greedy_correct=judge(greedy_answer, row, bench.grade),
+    )
 
 # %% ../nbs/09_evaluate.ipynb #dbec8114
 @torch.no_grad()
-def choice_logprobs(model, tokenizer,     # a causal LM and its tokenizer
-                    prompt: str,          # the question prompt
-                    choices: list,        # C answer strings, each scored as ' ' + choice
-                   ) -> torch.Tensor:     # (C,) float64 total log-likelihood of each choice
+def choice_logprobs(
+    model,
+    tokenizer,  # a causal LM and its tokenizer
+    prompt: str,  # the question prompt
+    choices: list,  # C answer strings, each scored as ' ' + choice
+) -> torch.Tensor:  # (C,) float64 total log-likelihood of each choice
     "Sum of the token log-probs of each choice after the prompt, in one batched forward pass."
     pad_id, _ = special_ids(tokenizer, model)
     dev = next(model.parameters()).device
-    p_ids, p_mask = encode_prompts(tokenizer, [prompt] * len(choices), pad_id)          # (C, P)
+    p_ids, p_mask = encode_prompts(tokenizer, [prompt] * len(choices), pad_id)  # (C, P)
     seqs = [tokenizer(' ' + c, add_special_tokens=False)['input_ids'] for c in choices]
     T = max(len(s) for s in seqs)
-    c_ids = torch.tensor([s + [pad_id] * (T - len(s)) for s in seqs])                  # (C, T)
-    c_mask = torch.tensor([[1] * len(s) + [0] * (T - len(s)) for s in seqs])           # (C, T)
-    logp = token_logprobs(model, p_ids.to(dev), p_mask.to(dev), c_ids.to(dev), c_mask.to(dev))   # (C, T)
+    c_ids = torch.tensor([s + [pad_id] * (T - len(s)) for s in seqs])  # (C, T)
+    c_mask = torch.tensor([[1] * len(s) + [0] * (T - len(s)) for s in seqs])  # (C, T)
+    logp = token_logprobs(model, p_ids.to(dev), p_mask.to(dev), c_ids.to(dev), c_mask.to(dev))  # (C, T)
     return logp.double().sum(-1).cpu()
 
 # %% ../nbs/09_evaluate.ipynb #1e741143
-def mc_record(row: dict,           # a TruthfulQA row (choices, labels, mc2_choices, mc2_labels)
-              logp: dict,          # choice text -> total log-likelihood
-             ) -> dict:            # the JSON-able record
+def mc_record(
+    row: dict,  # a TruthfulQA row (choices, labels, mc2_choices, mc2_labels)
+    logp: dict,  # choice text -> total log-likelihood
+) -> dict:  # the JSON-able record
     "MC1 choice, confidence and correctness, and the MC2 score, of one multiple-choice question."
-    l1 = torch.tensor([logp[c] for c in row['choices']], dtype=torch.float64)       # (C1,)
-    l2 = torch.tensor([logp[c] for c in row['mc2_choices']], dtype=torch.float64)   # (C2,)
+    l1 = torch.tensor([logp[c] for c in row['choices']], dtype=torch.float64)  # (C1,)
+    l2 = torch.tensor([logp[c] for c in row['mc2_choices']], dtype=torch.float64)  # (C2,)
     chosen = int(l1.argmax())
     mc2 = float(l2.softmax(0)[torch.tensor(row['mc2_labels']) == 1].sum())
-    return dict(id=row['id'], benchmark=row['benchmark'], question=row['question'], gold=row['answer'], answerable=True,
-                choices=row['choices'], logp=l1.tolist(), mc2_logp=l2.tolist(), chosen=chosen,
-                confidence=float(l1.softmax(0)[chosen]), correct=row['labels'][chosen] == 1, mc2=mc2)
+    return dict(
+        id=row['id'],
+        benchmark=row['benchmark'],
+        question=row['question'],
+        gold=row['answer'],
+        answerable=True,
+        choices=row['choices'],
+        logp=l1.tolist(),
+        mc2_logp=l2.tolist(),
+        chosen=chosen,
+        confidence=float(l1.softmax(0)[chosen]),
+        correct=row['labels'][chosen] == 1,
+        mc2=mc2,
+    )
 
 # %% ../nbs/09_evaluate.ipynb #97f099da
 def read_records(path) -> list[dict]:
     "Records of a JSONL file, skipping a torn (unparseable) last line; [] if the file does not exist."
     path = Path(path)
-    if not path.exists(): return []
+    if not path.exists():
+        return []
     lines = [line for line in path.read_text(encoding='utf-8').splitlines() if line.strip()]
     out = []
     for i, line in enumerate(lines):
-        try: out.append(json.loads(line))
+        try:
+            out.append(json.loads(line))
         except json.JSONDecodeError:
-            if i < len(lines) - 1: raise ValueError(f"{path}: line {i + 1} is not JSON (only a torn last line is tolerated)")
+            if i < len(lines) - 1:
+                raise ValueError(f"{path}: line {i + 1} is not JSON (only a torn last line is tolerated)")
     return out
+
 
 def _rewrite(path: Path, records: list):
     "Replace the file by `records` atomically (drops a torn last line before new records are appended)."
@@ -268,50 +374,69 @@ def _rewrite(path: Path, records: list):
     tmp.write_text(''.join(json.dumps(r) + '\n' for r in records), encoding='utf-8')
     os.replace(tmp, path)
 
+
 def _append(path: Path, records: list):
     with open(path, 'a', encoding='utf-8') as f:
-        for r in records: f.write(json.dumps(r) + '\n')
+        for r in records:
+            f.write(json.dumps(r) + '\n')
         f.flush()
 
 # %% ../nbs/09_evaluate.ipynb #dab12eb3
 def _mean(xs) -> float | None:
     return float(np.mean(xs)) if len(xs) else None
 
+
 def _calibration(records: list, n_boot: int, seed: int) -> dict:
     "ECE, Brier and AUROC of question-level (confidence, correct), each as [value, low, high]."
     conf, correct = [r['confidence'] for r in records], [float(r['correct']) for r in records]
-    return {name: [None if math.isnan(v) else v for v in bootstrap_ci(fn, conf, correct, n_boot=n_boot, seed=seed)]
-            for name, fn in (('ece', ece), ('brier', brier), ('auroc', auroc))}
+    return {
+        name: [None if math.isnan(v) else v for v in bootstrap_ci(fn, conf, correct, n_boot=n_boot, seed=seed)]
+        for name, fn in (('ece', ece), ('brier', brier), ('auroc', auroc))
+    }
 
-def summarize(records: list,      # records of one benchmark
-              n_boot: int = 1000, # bootstrap resamples for the intervals
-              seed: int = 0,      # bootstrap seed
-             ) -> dict:           # the summary: accuracies, rates, pass@k, calibration
+
+def summarize(
+    records: list,  # records of one benchmark
+    n_boot: int = 1000,  # bootstrap resamples for the intervals
+    seed: int = 0,  # bootstrap seed
+) -> dict:  # the summary: accuracies, rates, pass@k, calibration
     "Summary metrics of one benchmark's records."
-    if not records: raise ValueError("records is empty: nothing to summarize")
+    if not records:
+        raise ValueError("records is empty: nothing to summarize")
     out = dict(benchmark=records[0]['benchmark'], n_questions=len(records))
     if 'mc2' in records[0]:
-        return dict(out, mc1=_mean([r['correct'] for r in records]), mc2=_mean([r['mc2'] for r in records]),
-                    **_calibration(records, n_boot, seed))
+        return dict(
+            out,
+            mc1=_mean([r['correct'] for r in records]),
+            mc2=_mean([r['mc2'] for r in records]),
+            **_calibration(records, n_boot, seed),
+        )
     n = records[0]['n_samples']
     ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64, n) if k <= n})
     unans, ans = [r for r in records if not r['answerable']], [r for r in records if r['answerable']]
-    return dict(out, n_samples=n, greedy_accuracy=_mean([r['greedy_correct'] for r in records]),
-                majority_accuracy=_mean([r['correct'] for r in records]),
-                pass_at_k={k: _mean([pass_at_k(n, sum(r['sample_correct']), k) for r in records]) for k in ks},
-                hallucination_rate=_mean([not r['majority_abstained'] for r in unans]),
-                abstention_rate=_mean([r['majority_abstained'] for r in ans]), **_calibration(records, n_boot, seed))
+    return dict(
+        out,
+        n_samples=n,
+        greedy_accuracy=_mean([r['greedy_correct'] for r in records]),
+        majority_accuracy=_mean([r['correct'] for r in records]),
+        pass_at_k={k: _mean([pass_at_k(n, sum(r['sample_correct']), k) for r in records]) for k in ks},
+        hallucination_rate=_mean([not r['majority_abstained'] for r in unans]),
+        abstention_rate=_mean([r['majority_abstained'] for r in ans]),
+        **_calibration(records, n_boot, seed),
+    )
 
 # %% ../nbs/09_evaluate.ipynb #ca925716
 def _check_eval(rows, n_samples, batch_size, seed=0) -> Benchmark:
     if not rows or not isinstance(rows, list) or not all(isinstance(r, dict) and 'benchmark' in r for r in rows):
         raise ValueError(f"rows must be a non-empty list of rows from load_benchmark, got {rows!r:.80}")
     names = {r['benchmark'] for r in rows}
-    if len(names) != 1: raise ValueError(f"rows must come from one benchmark, got {sorted(names)}")
+    if len(names) != 1:
+        raise ValueError(f"rows must come from one benchmark, got {sorted(names)}")
     for name, v, lo in (('n_samples', n_samples, 1), ('batch_size', batch_size, 1), ('seed', seed, 0)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
     return _check_name(names.pop())
+
 
 def _batch_records(model, tokenizer, batch, bench, n_samples, max_new_tokens, temperature, generator) -> list:
     "Records of one batch of questions."
@@ -319,41 +444,58 @@ def _batch_records(model, tokenizer, batch, bench, n_samples, max_new_tokens, te
         out = []
         for row in batch:
             texts = list(dict.fromkeys(row['choices'] + row['mc2_choices']))
-            out.append(mc_record(row, dict(zip(texts, choice_logprobs(model, tokenizer, row['prompt'], texts).tolist()))))
+            out.append(
+                mc_record(row, dict(zip(texts, choice_logprobs(model, tokenizer, row['prompt'], texts).tolist())))
+            )
         return out
     prompts = [r['prompt'] for r in batch]
-    with torch.no_grad(): roll = sample(model, tokenizer, prompts, n_samples, max_new_tokens, temperature, generator=generator)
+    with torch.no_grad():
+        roll = sample(model, tokenizer, prompts, n_samples, max_new_tokens, temperature, generator=generator)
     greedy_texts = greedy(model, tokenizer, prompts, max_new_tokens)
-    return [question_record(r, roll.completions[i * n_samples:(i + 1) * n_samples], g, bench)
-            for i, (r, g) in enumerate(zip(batch, greedy_texts))]
+    return [
+        question_record(r, roll.completions[i * n_samples : (i + 1) * n_samples], g, bench)
+        for i, (r, g) in enumerate(zip(batch, greedy_texts))
+    ]
 
 # %% ../nbs/09_evaluate.ipynb #e56a6f87
-def evaluate(model, tokenizer,         # a transformers causal LM and its tokenizer
-             rows: list,               # rows of one benchmark, from load_benchmark
-             n_samples: int = 8,       # N samples per question (ignored by multiple choice)
-             max_new_tokens: int = 512, # longest completion, in tokens
-             temperature: float = 1.0, # sampling temperature
-             out_dir=None,             # folder for records.jsonl (resumed if present); None: keep in memory
-             seed: int = 0,            # >= 0; batch b samples with a generator seeded by seed + b
-             batch_size: int = 8,      # questions per batch (each gives N sequences)
-             n_boot: int = 1000,       # bootstrap resamples for the calibration intervals
-             progress: bool = True,    # show a tqdm progress bar
-            ) -> dict:                 # {'summary': dict, 'records': list}
+def evaluate(
+    model,
+    tokenizer,  # a transformers causal LM and its tokenizer
+    rows: list,  # rows of one benchmark, from load_benchmark
+    n_samples: int = 8,  # N samples per question (ignored by multiple choice)
+    max_new_tokens: int = 512,  # longest completion, in tokens
+    temperature: float = 1.0,  # sampling temperature
+    out_dir=None,  # folder for records.jsonl (resumed if present); None: keep in memory
+    seed: int = 0,  # >= 0; batch b samples with a generator seeded by seed + b
+    batch_size: int = 8,  # questions per batch (each gives N sequences)
+    n_boot: int = 1000,  # bootstrap resamples for the calibration intervals
+    progress: bool = True,  # show a tqdm progress bar
+) -> dict:  # {'summary': dict, 'records': list}
     "Evaluate a model on one benchmark: records per question (written as produced) and a summary."
     from tqdm.auto import tqdm
+
     bench = _check_eval(rows, n_samples, batch_size, seed)
     path = None if out_dir is None else Path(out_dir) / 'records.jsonl'
     done = {} if path is None else {r['id']: r for r in read_records(path)}
     if any(r.get('n_samples', n_samples) != n_samples for r in done.values()):
-        raise ValueError(f"{path} holds records with n_samples != {n_samples}: use another out_dir or the same n_samples")
-    if path is not None: path.parent.mkdir(parents=True, exist_ok=True); _rewrite(path, list(done.values()))
+        raise ValueError(
+            f"{path} holds records with n_samples != {n_samples}: use another out_dir or the same n_samples"
+        )
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _rewrite(path, list(done.values()))
     bar = tqdm(total=len(rows), disable=not progress, desc=rows[0]['benchmark'])
     for b in range(0, len(rows), batch_size):
-        batch = rows[b:b + batch_size]
+        batch = rows[b : b + batch_size]
         if not all(r['id'] in done for r in batch):
             gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed + b // batch_size)
-            new = [r for r in _batch_records(model, tokenizer, batch, bench, n_samples, max_new_tokens, temperature, gen) if r['id'] not in done]
-            if path is not None: _append(path, new)
+            new = [
+                r
+                for r in _batch_records(model, tokenizer, batch, bench, n_samples, max_new_tokens, temperature, gen)
+                if r['id'] not in done
+            ]
+            if path is not None:
+                _append(path, new)
             done.update((r['id'], r) for r in new)
         bar.update(len(batch))
     bar.close()
@@ -362,14 +504,30 @@ def evaluate(model, tokenizer,         # a transformers causal LM and its tokeni
 
 # %% ../nbs/09_evaluate.ipynb #ac88791a
 def _cell(v) -> str:
-    if v is None: return '–'
-    if isinstance(v, list): return '–' if v[0] is None else f'{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]'
+    if v is None:
+        return '–'
+    if isinstance(v, list):
+        return '–' if v[0] is None else f'{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]'
     return f'{v:.3f}' if isinstance(v, float) else str(v)
+
 
 def markdown_table(summaries: list) -> str:
     "One markdown table of several benchmark summaries ('–' where a metric does not apply)."
-    cols = ['benchmark', 'n_questions', 'greedy_accuracy', 'majority_accuracy', 'pass@1', 'pass@N', 'mc1', 'mc2',
-            'hallucination_rate', 'abstention_rate', 'ece', 'brier', 'auroc']
+    cols = [
+        'benchmark',
+        'n_questions',
+        'greedy_accuracy',
+        'majority_accuracy',
+        'pass@1',
+        'pass@N',
+        'mc1',
+        'mc2',
+        'hallucination_rate',
+        'abstention_rate',
+        'ece',
+        'brier',
+        'auroc',
+    ]
     lines = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
     for s in summaries:
         pk = s.get('pass_at_k') or {}
@@ -378,34 +536,46 @@ def markdown_table(summaries: list) -> str:
     return '\n'.join(lines) + '\n'
 
 # %% ../nbs/09_evaluate.ipynb #1a687c56
-def write_report(result: dict, # from evaluate: {'summary', 'records'}
-                 out_dir,      # folder to write summary.json, report.md, reliability.png into
-                ) -> Path:     # the folder
+def write_report(
+    result: dict,  # from evaluate: {'summary', 'records'}
+    out_dir,  # folder to write summary.json, report.md, reliability.png into
+) -> Path:  # the folder
     "Write one benchmark's summary (JSON), markdown table and reliability diagram (PNG)."
     import matplotlib.pyplot as plt
+
     out, s = Path(out_dir), result['summary']
     out.mkdir(parents=True, exist_ok=True)
     (out / 'summary.json').write_text(json.dumps(s, indent=1))
     (out / 'report.md').write_text(f"# {s['benchmark']}\n\n" + markdown_table([s]))
     recs = result['records']
-    ax = reliability_diagram([r['confidence'] for r in recs], [float(r['correct']) for r in recs],
-                             title=f"{s['benchmark']}: ECE {_cell(s['ece'])}")
-    ax.figure.savefig(out / 'reliability.png', dpi=100, bbox_inches='tight'); plt.close(ax.figure)
+    ax = reliability_diagram(
+        [r['confidence'] for r in recs],
+        [float(r['correct']) for r in recs],
+        title=f"{s['benchmark']}: ECE {_cell(s['ece'])}",
+    )
+    ax.figure.savefig(out / 'reliability.png', dpi=100, bbox_inches='tight')
+    plt.close(ax.figure)
     return out
 
 # %% ../nbs/09_evaluate.ipynb #5575ce3f
-DATA_ENV = 'CARERFT_DATA'   # the folder run_eval reads benchmarks from when `data` is not given
+DATA_ENV = 'CARERFT_DATA'  # the folder run_eval reads benchmarks from when `data` is not given
 
-def eval_data(data=None,         # the `data` argument of run_eval
-             ) -> str | None:    # the file or folder to read; None: the hub
+
+def eval_data(
+    data=None,  # the `data` argument of run_eval
+) -> str | None:  # the file or folder to read; None: the hub
     "Where `run_eval` reads its benchmarks: `data` if given, else $CARERFT_DATA if set, else the hub."
     return data if data is not None else (os.environ.get(DATA_ENV) or None)
 
 # %% ../nbs/09_evaluate.ipynb #55b11761
 def _check_run(benchmarks, n_samples, max_new_tokens, temperature, batch_size, seed, limit) -> list[str]:
     "Refuse meaningless arguments before the model or the data are loaded, naming the argument; the benchmark names."
-    counts = [('n_samples', n_samples, 1), ('max_new_tokens', max_new_tokens, 1), ('batch_size', batch_size, 1),
-              ('seed', seed, 0)] + ([('limit', limit, 1)] if limit is not None else [])
+    counts = [
+        ('n_samples', n_samples, 1),
+        ('max_new_tokens', max_new_tokens, 1),
+        ('batch_size', batch_size, 1),
+        ('seed', seed, 0),
+    ] + ([('limit', limit, 1)] if limit is not None else [])
     for name, v, lo in counts:
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
@@ -422,6 +592,7 @@ def _check_run(benchmarks, n_samples, max_new_tokens, temperature, batch_size, s
         raise ValueError(f"benchmarks lists {', '.join(twice)} twice")
     return names
 
+
 def _load_all(names: list, data, limit) -> list:
     "(name, rows) of every benchmark, from `data`, $CARERFT_DATA or the hub."
     try:
@@ -431,28 +602,32 @@ def _load_all(names: list, data, limit) -> list:
             raise FileNotFoundError(f"{err} (the folder is ${DATA_ENV}'s; --data reads another)") from None
         raise
 
-def run_eval(model: str,                # local model folder or hub name (loaded with AutoModelForCausalLM)
-             benchmarks=('math500',),   # names from BENCHMARKS
-             data=None,                 # file or folder with the benchmark files (None: $CARERFT_DATA, else the hub)
-             out='eval',                # output folder; call again with the same arguments to resume
-             n_samples: int = 8,        # samples per question, N
-             limit: int | None = None,  # keep the first `limit` questions of each benchmark
-             max_new_tokens: int = 512, # longest completion, in tokens
-             temperature: float = 1.0,  # sampling temperature, > 0
-             batch_size: int = 8,       # questions per batch
-             seed: int = 0,             # sampling and bootstrap seed, >= 0
-             progress: bool = True,     # a progress bar per benchmark
-            ) -> list[dict]:            # the summaries, one per benchmark
+
+def run_eval(
+    model: str,  # local model folder or hub name (loaded with AutoModelForCausalLM)
+    benchmarks=('math500',),  # names from BENCHMARKS
+    data=None,  # file or folder with the benchmark files (None: $CARERFT_DATA, else the hub)
+    out='eval',  # output folder; call again with the same arguments to resume
+    n_samples: int = 8,  # samples per question, N
+    limit: int | None = None,  # keep the first `limit` questions of each benchmark
+    max_new_tokens: int = 512,  # longest completion, in tokens
+    temperature: float = 1.0,  # sampling temperature, > 0
+    batch_size: int = 8,  # questions per batch
+    seed: int = 0,  # sampling and bootstrap seed, >= 0
+    progress: bool = True,  # a progress bar per benchmark
+) -> list[dict]:  # the summaries, one per benchmark
     "Check the arguments, load the benchmarks and the model, evaluate each benchmark, write each report and the table."
-    from carerft.loading import load_model, load_tokenizer   # load_tokenizer keeps carerft.tiny's char tokenizers
+    from carerft.loading import load_model, load_tokenizer  # load_tokenizer keeps carerft.tiny's char tokenizers
+
     names = _check_run(benchmarks, n_samples, max_new_tokens, temperature, batch_size, seed, limit)
     benches = _load_all(names, data, limit)
     tokenizer = load_tokenizer(model)
     lm = load_model(model).to('cuda' if torch.cuda.is_available() else 'cpu').eval()
     out, summaries = Path(out), []
     for name, rows in benches:
-        result = evaluate(lm, tokenizer, rows, n_samples, max_new_tokens, temperature, out / name, seed, batch_size,
-                          progress=progress)
+        result = evaluate(
+            lm, tokenizer, rows, n_samples, max_new_tokens, temperature, out / name, seed, batch_size, progress=progress
+        )
         write_report(result, out / name)
         summaries.append(result['summary'])
     (out / 'summary.json').write_text(json.dumps(summaries, indent=1))

@@ -14,40 +14,65 @@ import torch
 import matplotlib.pyplot as plt
 import ipywidgets as widgets
 from matplotlib.animation import FuncAnimation
-from .divergences import (rkl_k3, srkl_k3, rkl_k3_grad, srkl_k3_grad, log_mixture, matched_beta,
-                                 NoKL, RKL, SRKL, _check_alpha, _check_beta)
+from carerft.divergences import (
+    rkl_k3,
+    srkl_k3,
+    rkl_k3_grad,
+    srkl_k3_grad,
+    log_mixture,
+    matched_beta,
+    NoKL,
+    RKL,
+    SRKL,
+    _check_alpha,
+    _check_beta,
+)
 
 # %% ../nbs/01_explorer.ipynb #3e634c79
 def _check_prob(p, name):
     "Return `p` as a float, or raise ValueError unless 0 < p < 1."
-    try: v = float(p)
-    except (TypeError, ValueError): raise ValueError(f"{name} must be a probability in (0, 1), got {p!r}") from None
-    if not 0.0 < v < 1.0: raise ValueError(f"{name} must be a probability in (0, 1), got {p!r}")
+    try:
+        v = float(p)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a probability in (0, 1), got {p!r}") from None
+    if not 0.0 < v < 1.0:
+        raise ValueError(f"{name} must be a probability in (0, 1), got {p!r}")
     return v
 
-def penalty_table(alpha: float = 0.8,  # SRKL skew, in [0, 1)
-                  beta: float = 0.04,  # penalty weight (the same for both regularisers)
-                  pi_ref: float = 0.2, # reference probability of the token
-                  log_ratios=(-8, -4, -2, -1, 0, 1, 2, 4, 8), # values of log(pi/pi_ref); pi is capped below 1 automatically
-                 ) -> list[dict]:      # one row per log ratio
+
+def penalty_table(
+    alpha: float = 0.8,  # SRKL skew, in [0, 1)
+    beta: float = 0.04,  # penalty weight (the same for both regularisers)
+    pi_ref: float = 0.2,  # reference probability of the token
+    log_ratios=(-8, -4, -2, -1, 0, 1, 2, 4, 8),  # values of log(pi/pi_ref); pi is capped below 1 automatically
+) -> list[dict]:  # one row per log ratio
     "Per-token penalty (beta included) and gradient coefficient of RKL and SRKL at a grid of log(pi/pi_ref)."
     alpha, beta, pi_ref = _check_alpha(alpha), _check_beta(beta), _check_prob(pi_ref, 'pi_ref')
     x = torch.tensor([v for v in log_ratios if v < -math.log(pi_ref)], dtype=torch.float64)  # keep pi < 1
-    ref = torch.full_like(x, math.log(pi_ref)); lp = ref + x
-    cols = dict(log_ratio=x, pi=lp.exp(), rkl=beta * rkl_k3(lp, ref), srkl=beta * srkl_k3(lp, ref, alpha),
-                rkl_grad=beta * rkl_k3_grad(lp, ref), srkl_grad=beta * srkl_k3_grad(lp, ref, alpha))
+    ref = torch.full_like(x, math.log(pi_ref))
+    lp = ref + x
+    cols = dict(
+        log_ratio=x,
+        pi=lp.exp(),
+        rkl=beta * rkl_k3(lp, ref),
+        srkl=beta * srkl_k3(lp, ref, alpha),
+        rkl_grad=beta * rkl_k3_grad(lp, ref),
+        srkl_grad=beta * srkl_k3_grad(lp, ref, alpha),
+    )
     return [{k: v[i].item() + 0.0 for k, v in cols.items()} for i in range(len(x))]  # + 0.0 turns -0.0 into 0.0
 
 # %% ../nbs/01_explorer.ipynb #791d8a57
-def plot_penalties(alphas=(0.5, 0.8, 0.95), # SRKL skews to draw
-                   beta: float = 1.0,       # penalty weight
-                   pi_ref: float = 0.01,    # reference probability of the token (small, so pi can grow 100x)
-                   x_range=(-6.0, 4.6),     # range of log(pi/pi_ref)
-                  ):
+def plot_penalties(
+    alphas=(0.5, 0.8, 0.95),  # SRKL skews to draw
+    beta: float = 1.0,  # penalty weight
+    pi_ref: float = 0.01,  # reference probability of the token (small, so pi can grow 100x)
+    x_range=(-6.0, 4.6),  # range of log(pi/pi_ref)
+):
     "Figure with the per-token penalty and its gradient coefficient against log(pi/pi_ref), RKL versus SRKL."
     beta, pi_ref = _check_beta(beta), _check_prob(pi_ref, 'pi_ref')
     x = torch.linspace(x_range[0], min(x_range[1], -math.log(pi_ref) - 1e-6), 400, dtype=torch.float64)
-    ref = torch.full_like(x, math.log(pi_ref)); lp = ref + x
+    ref = torch.full_like(x, math.log(pi_ref))
+    lp = ref + x
     fig, axs = plt.subplots(1, 2, figsize=(10, 3.6))
     axs[0].plot(x, beta * rkl_k3(lp, ref), 'k', lw=2, label='RKL')
     axs[1].plot(x, beta * rkl_k3_grad(lp, ref), 'k', lw=2, label='RKL')
@@ -56,101 +81,140 @@ def plot_penalties(alphas=(0.5, 0.8, 0.95), # SRKL skews to draw
         axs[0].plot(x, beta * srkl_k3(lp, ref, alpha), c, label=f'SRKL α={alpha:g}')
         axs[0].axhline(beta * (alpha - 1 - math.log(alpha)) if alpha > 0 else float('nan'), color=c, ls=':', lw=1)
         axs[1].plot(x, beta * srkl_k3_grad(lp, ref, alpha), c, label=f'SRKL α={alpha:g}')
-    axs[0].set(ylim=(0, 6 * beta), xlabel='log(π/π_ref)   ← abandoning | exploring →', ylabel='β·k', title='per-token penalty')
+    axs[0].set(
+        ylim=(0, 6 * beta), xlabel='log(π/π_ref)   ← abandoning | exploring →', ylabel='β·k', title='per-token penalty'
+    )
     axs[1].set(ylim=(-8 * beta, 1.5 * beta), xlabel='log(π/π_ref)', ylabel='β·∂k/∂log π', title='gradient coefficient')
-    for ax in axs: ax.axvline(0, color='gray', lw=0.5); ax.legend(fontsize=8)
+    for ax in axs:
+        ax.axvline(0, color='gray', lw=0.5)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 # %% ../nbs/01_explorer.ipynb #a7926627
-def expected_step(logits: torch.Tensor,   # (V,) policy logits
-                  ref_logp: torch.Tensor, # (V,) reference log-probs
-                  reward: torch.Tensor,   # (V,) reward of each token
-                  reg,                    # NoKL / RKL / SRKL, or any reg(logp, ref_logp)
-                  lr: float = 1.0,        # step size on the logits
-                 ) -> torch.Tensor:       # (V,) new logits
+def expected_step(
+    logits: torch.Tensor,  # (V,) policy logits
+    ref_logp: torch.Tensor,  # (V,) reference log-probs
+    reward: torch.Tensor,  # (V,) reward of each token
+    reg,  # NoKL / RKL / SRKL, or any reg(logp, ref_logp)
+    lr: float = 1.0,  # step size on the logits
+) -> torch.Tensor:  # (V,) new logits
     "One gradient step on the logits of the expected per-token RL loss (policy gradient + penalty), enumerating tokens."
     z = logits.detach().clone().requires_grad_()
-    logp = z.log_softmax(-1)                                   # (V,)
+    logp = z.log_softmax(-1)  # (V,)
     p = logp.detach().exp()
-    adv = reward - (p * reward).sum()                          # baseline: the expected reward
+    adv = reward - (p * reward).sum()  # baseline: the expected reward
     loss = (p * (-adv * logp + reg(logp, ref_logp))).sum()
-    grad, = torch.autograd.grad(loss, z)
+    (grad,) = torch.autograd.grad(loss, z)
     return (z - lr * grad).detach()
+
 
 def train_distribution(ref_probs, reward, reg, steps: int = 300, lr: float = 1.0) -> torch.Tensor:
     "Probabilities (steps+1, V) along `steps` expected-gradient steps that start from the reference."
     ref_logp = torch.as_tensor(ref_probs, dtype=torch.float64).log()
     reward = torch.as_tensor(reward, dtype=torch.float64)
-    if ref_logp.shape != reward.shape: raise ValueError(f"ref_probs {tuple(ref_logp.shape)} and reward {tuple(reward.shape)} must have the same shape")
+    if ref_logp.shape != reward.shape:
+        raise ValueError(f"ref_probs {tuple(ref_logp.shape)} and reward {tuple(reward.shape)} must have the same shape")
     z, traj = ref_logp.clone(), [ref_logp.exp()]
     for _ in range(steps):
-        z = expected_step(z, ref_logp, reward, reg, lr); traj.append(z.softmax(-1))
+        z = expected_step(z, ref_logp, reward, reg, lr)
+        traj.append(z.softmax(-1))
     return torch.stack(traj)
 
 # %% ../nbs/01_explorer.ipynb #ed478922
-def explore(alpha: float = 0.8,  # SRKL skew
-            beta: float = 0.04,  # penalty weight
-            pi_ref: float = 0.2, # reference probability of the token
-            show: bool = True,   # draw the figure
-           ) -> dict:            # the key numbers behind the figure
+def explore(
+    alpha: float = 0.8,  # SRKL skew
+    beta: float = 0.04,  # penalty weight
+    pi_ref: float = 0.2,  # reference probability of the token
+    show: bool = True,  # draw the figure
+) -> dict:  # the key numbers behind the figure
     "Draw RKL versus SRKL at one (alpha, beta, pi_ref); return the bound, the ceiling and the penalties at pi = 0.99 and pi = pi_ref/10."
     alpha, beta, pi_ref = _check_alpha(alpha), _check_beta(beta), _check_prob(pi_ref, 'pi_ref')
     down, up = penalty_table(alpha, beta, pi_ref, log_ratios=(-math.log(10), math.log(0.99 / pi_ref) - 1e-9))
-    out = dict(alpha=alpha, beta=beta, pi_ref=pi_ref, bound=math.log(1 / alpha) if alpha > 0 else math.inf,
-               ceiling=beta * (alpha - 1 - math.log(alpha)) if alpha > 0 else math.inf,
-               matched_beta=matched_beta(beta, alpha),
-               rkl_confident=up['rkl'], srkl_confident=up['srkl'],    # the token at pi = 0.99
-               rkl_abandon=down['rkl'], srkl_abandon=down['srkl'])    # the token at pi = pi_ref / 10
+    out = dict(
+        alpha=alpha,
+        beta=beta,
+        pi_ref=pi_ref,
+        bound=math.log(1 / alpha) if alpha > 0 else math.inf,
+        ceiling=beta * (alpha - 1 - math.log(alpha)) if alpha > 0 else math.inf,
+        matched_beta=matched_beta(beta, alpha),
+        rkl_confident=up['rkl'],
+        srkl_confident=up['srkl'],  # the token at pi = 0.99
+        rkl_abandon=down['rkl'],
+        srkl_abandon=down['srkl'],
+    )  # the token at pi = pi_ref / 10
     if show:
         fig = plot_penalties((alpha,), beta, pi_ref)
-        fig.suptitle(f"α={alpha:g}, β={beta:g}, π_ref={pi_ref:g}: SRKL ≤ {out['bound']:.3f} nats, per-token ceiling β·{alpha - 1 - math.log(alpha) if alpha > 0 else math.inf:.4f}", fontsize=9)
-        fig.tight_layout(); plt.show()
+        fig.suptitle(
+            f"α={alpha:g}, β={beta:g}, π_ref={pi_ref:g}: SRKL ≤ {out['bound']:.3f} nats, per-token ceiling β·{alpha - 1 - math.log(alpha) if alpha > 0 else math.inf:.4f}",
+            fontsize=9,
+        )
+        fig.tight_layout()
+        plt.show()
     return out
 
 # %% ../nbs/01_explorer.ipynb #9a098b91
-def as_shown(value: float, # a slider's value, as the browser sent it
-             fmt: str,     # the slider's readout_format: '.N' (N significant digits) or '.Nf' (N decimals)
-            ) -> float:    # the number the readout shows
+def as_shown(
+    value: float,  # a slider's value, as the browser sent it
+    fmt: str,  # the slider's readout_format: '.N' (N significant digits) or '.Nf' (N decimals)
+) -> float:  # the number the readout shows
     "Round `value` as the slider's readout shows it, so the kernel computes with the number the reader sees."
     m = re.fullmatch(r'\.(\d+)(f?)', fmt)
     if m is None:
         raise ValueError(f"fmt must be '.N' or '.Nf', got {fmt!r}")
     d, n = Decimal(value), int(m[1])
-    exp = -n if m[2] else d.adjusted() - n + 1       # the last digit shown is 10**exp
+    exp = -n if m[2] else d.adjusted() - n + 1  # the last digit shown is 10**exp
     return float(d.quantize(Decimal(1).scaleb(exp), rounding=ROUND_HALF_UP))
 
-def explorer(show: bool = True, # redraw the figure on every move (False: compute only, e.g. in tests)
-            ) -> widgets.interactive:
+
+def explorer(
+    show: bool = True,  # redraw the figure on every move (False: compute only, e.g. in tests)
+) -> widgets.interactive:
     "Sliders (alpha, beta, pi_ref) around `explore`, run at the values they show; `.result` holds its last numbers."
-    sliders = (widgets.FloatSlider(value=0.8, min=0.0, max=0.99, step=0.01, readout_format='.2f', description='α'),
-               widgets.FloatLogSlider(value=0.04, base=10, min=-3, max=0, step=0.1, readout_format='.2',
-                                      description='β'),
-               widgets.FloatLogSlider(value=0.2, base=10, min=-3, max=-0.05, step=0.05, readout_format='.2',
-                                      description='π_ref'))
+    sliders = (
+        widgets.FloatSlider(value=0.8, min=0.0, max=0.99, step=0.01, readout_format='.2f', description='α'),
+        widgets.FloatLogSlider(value=0.04, base=10, min=-3, max=0, step=0.1, readout_format='.2', description='β'),
+        widgets.FloatLogSlider(
+            value=0.2, base=10, min=-3, max=-0.05, step=0.05, readout_format='.2', description='π_ref'
+        ),
+    )
+
     def draw(alpha, beta, pi_ref):
         "`explore` at the numbers the readouts show."
         shown = [as_shown(v, s.readout_format) for v, s in zip((alpha, beta, pi_ref), sliders)]
         return explore(*shown, show=show)
+
     return widgets.interactive(draw, alpha=sliders[0], beta=sliders[1], pi_ref=sliders[2])
 
 # %% ../nbs/01_explorer.ipynb #4f3e2d52
-def alpha_animation(alphas=(0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99), # frames
-                    beta: float = 1.0, pi_ref: float = 0.01) -> str:
+def alpha_animation(
+    alphas=(0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99),  # frames
+    beta: float = 1.0,
+    pi_ref: float = 0.01,
+) -> str:
     "HTML (matplotlib to_jshtml) of the penalty and gradient curves, one frame per alpha: a kernel-free slider."
     x = torch.linspace(-6, min(6.0, -math.log(pi_ref) - 1e-6), 200, dtype=torch.float64)
-    ref = torch.full_like(x, math.log(pi_ref)); lp = ref + x
+    ref = torch.full_like(x, math.log(pi_ref))
+    lp = ref + x
     fig, axs = plt.subplots(1, 2, figsize=(8, 3), dpi=72)
-    axs[0].plot(x, beta * rkl_k3(lp, ref), 'k', lw=2, label='RKL'); axs[1].plot(x, beta * rkl_k3_grad(lp, ref), 'k', lw=2, label='RKL')
-    l0, = axs[0].plot([], [], 'C1', label='SRKL'); l1, = axs[1].plot([], [], 'C1', label='SRKL')
-    axs[0].set(xlim=(x[0], x[-1]), ylim=(0, 6 * beta), xlabel='log(π/π_ref)', title='penalty'); axs[0].legend(fontsize=8)
+    axs[0].plot(x, beta * rkl_k3(lp, ref), 'k', lw=2, label='RKL')
+    axs[1].plot(x, beta * rkl_k3_grad(lp, ref), 'k', lw=2, label='RKL')
+    (l0,) = axs[0].plot([], [], 'C1', label='SRKL')
+    (l1,) = axs[1].plot([], [], 'C1', label='SRKL')
+    axs[0].set(xlim=(x[0], x[-1]), ylim=(0, 6 * beta), xlabel='log(π/π_ref)', title='penalty')
+    axs[0].legend(fontsize=8)
     axs[1].set(xlim=(x[0], x[-1]), ylim=(-8 * beta, 1.5 * beta), xlabel='log(π/π_ref)', title='gradient coefficient')
+
     def draw(i):
         a = alphas[i]
-        l0.set_data(x, beta * srkl_k3(lp, ref, a)); l1.set_data(x, beta * srkl_k3_grad(lp, ref, a))
-        axs[0].set_title(f'penalty, α = {a:g}'); return l0, l1
+        l0.set_data(x, beta * srkl_k3(lp, ref, a))
+        l1.set_data(x, beta * srkl_k3_grad(lp, ref, a))
+        axs[0].set_title(f'penalty, α = {a:g}')
+        return l0, l1
+
     fig.tight_layout()
     anim = FuncAnimation(fig, draw, frames=len(alphas), interval=600)
-    html = anim.to_jshtml(default_mode='once'); plt.close(fig)
+    html = anim.to_jshtml(default_mode='once')
+    plt.close(fig)
     # JupyterLab would take the arrow keys on the focused slider for its own shortcuts; the attribute leaves them to it
     return html.replace('class="anim-slider"', 'class="anim-slider" data-lm-suppress-shortcuts', 1)

@@ -37,10 +37,13 @@ def load_model(path: str, bf16: bool = False):
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if bf16 else torch.float32)
     except Exception as e:
         if not Path(path).is_dir():
-            raise ValueError(f"model {path!r} is neither a local model folder nor reachable on the hub "
-                             f"({type(e).__name__})") from None
-        raise ValueError(f"model folder {path!r} does not load ({type(e).__name__}: {str(e)[:200]}); a weights file "
-                         "may be truncated or corrupt: save the model again") from None
+            raise ValueError(
+                f"model {path!r} is neither a local model folder nor reachable on the hub ({type(e).__name__})"
+            ) from None
+        raise ValueError(
+            f"model folder {path!r} does not load ({type(e).__name__}: {str(e)[:200]}); a weights file "
+            "may be truncated or corrupt: save the model again"
+        ) from None
 
 # %% ../nbs/07_loading.ipynb #ld09
 def _parse_lines(p: Path) -> list[dict]:
@@ -82,8 +85,9 @@ def _read_rows(path: str, split: str) -> list[dict]:
 
         return [dict(r) for r in load_dataset(path, split=split)]
     except Exception as e:
-        raise ValueError(f"data {path!r} is not a local .jsonl/.json/.csv file and could not be loaded from the hub: "
-                         f"{e}") from None
+        raise ValueError(
+            f"data {path!r} is not a local .jsonl/.json/.csv file and could not be loaded from the hub: {e}"
+        ) from None
 
 
 def load_rows(path: str, prompt_field: str = 'prompt', split: str = 'train') -> list[dict]:
@@ -93,8 +97,10 @@ def load_rows(path: str, prompt_field: str = 'prompt', split: str = 'train') -> 
         raise ValueError(f"data {path!r} has no rows")
     missing = [i for i, r in enumerate(rows) if prompt_field not in r]
     if missing:
-        raise ValueError(f"data {path!r}: row {missing[0]} has no field {prompt_field!r} (its fields: "
-                         f"{sorted(rows[missing[0]])}); set --prompt-field")
+        raise ValueError(
+            f"data {path!r}: row {missing[0]} has no field {prompt_field!r} (its fields: "
+            f"{sorted(rows[missing[0]])}); set --prompt-field"
+        )
     return [dict(r, prompt=r[prompt_field]) for r in rows]
 
 # %% ../nbs/07_loading.ipynb #ld12
@@ -104,8 +110,9 @@ def load_reward(spec: str) -> Callable:
         return REWARDS[spec]
     mod, _, fn = spec.rpartition(':')
     if not mod or not fn:
-        raise ValueError(f"reward must be {', '.join(map(repr, REWARDS))}, 'module:function' or 'file.py:function', "
-                         f"got {spec!r}")
+        raise ValueError(
+            f"reward must be {', '.join(map(repr, REWARDS))}, 'module:function' or 'file.py:function', got {spec!r}"
+        )
     if mod.endswith('.py'):
         if not Path(mod).is_file():
             raise ValueError(f"reward {spec!r}: no file {mod!r}")

@@ -18,29 +18,35 @@ import torch
 @dataclass
 class Rollout:
     "A batch of N = B*G sampled completions (each prompt's G copies contiguous) with everything the losses need."
-    prompt_ids: torch.Tensor      # (N, P) long, left-padded prompts
-    prompt_mask: torch.Tensor     # (N, P) long, 1 on prompt tokens, 0 on left padding
-    completion_ids: torch.Tensor  # (N, T) long, right-padded with the pad id after the first EOS
-    completion_mask: torch.Tensor # (N, T) float32, 1 on generated tokens up to and including the first EOS
-    logp: torch.Tensor            # (N, T) float32, log-prob of each sampled token at the sampling temperature, 0 where masked
-    truncated: torch.Tensor       # (N,) bool, no EOS within max_new_tokens
-    lengths: torch.Tensor         # (N,) long, number of completion tokens (EOS included)
-    completions: list             # N decoded completions, special tokens skipped
-    prompts: list                 # N prompts, each repeated G times
-    group_size: int               # G
-    ref_logp: torch.Tensor | None = None # (N, T) float32 reference log-probs (when `sample` got a `ref_model`)
 
-    def __len__(self): return len(self.completions)
+    prompt_ids: torch.Tensor  # (N, P) long, left-padded prompts
+    prompt_mask: torch.Tensor  # (N, P) long, 1 on prompt tokens, 0 on left padding
+    completion_ids: torch.Tensor  # (N, T) long, right-padded with the pad id after the first EOS
+    completion_mask: torch.Tensor  # (N, T) float32, 1 on generated tokens up to and including the first EOS
+    logp: torch.Tensor  # (N, T) float32, log-prob of each sampled token at the sampling temperature, 0 where masked
+    truncated: torch.Tensor  # (N,) bool, no EOS within max_new_tokens
+    lengths: torch.Tensor  # (N,) long, number of completion tokens (EOS included)
+    completions: list  # N decoded completions, special tokens skipped
+    prompts: list  # N prompts, each repeated G times
+    group_size: int  # G
+    ref_logp: torch.Tensor | None = None  # (N, T) float32 reference log-probs (when `sample` got a `ref_model`)
+
+    def __len__(self):
+        return len(self.completions)
 
 # %% ../nbs/04_rollout.ipynb #db012340
-def special_ids(tokenizer,   # a transformers tokenizer
-                model=None,  # optional model whose `generation_config.eos_token_id` adds stop ids
-               ) -> tuple:   # (pad_id, sorted list of EOS ids)
+def special_ids(
+    tokenizer,  # a transformers tokenizer
+    model=None,  # optional model whose `generation_config.eos_token_id` adds stop ids
+) -> tuple:  # (pad_id, sorted list of EOS ids)
     "The pad id (EOS with a warning when the tokenizer has none) and every EOS id to stop on."
     eos = {tokenizer.eos_token_id} - {None}
     extra = getattr(getattr(model, 'generation_config', None), 'eos_token_id', None)
     eos |= set([extra] if isinstance(extra, int) else (extra or []))
-    if not eos: raise ValueError("tokenizer.eos_token_id is None and the model's generation_config has no eos_token_id: set tokenizer.eos_token")
+    if not eos:
+        raise ValueError(
+            "tokenizer.eos_token_id is None and the model's generation_config has no eos_token_id: set tokenizer.eos_token"
+        )
     pad = tokenizer.pad_token_id
     if pad is None:
         pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else min(eos)
@@ -48,67 +54,73 @@ def special_ids(tokenizer,   # a transformers tokenizer
     return pad, sorted(eos)
 
 # %% ../nbs/04_rollout.ipynb #93b37781
-def positions(mask: torch.Tensor, # (N, L) attention mask, 1 on real tokens
-             ) -> torch.Tensor:   # (N, L) long position ids, counting real tokens only
+def positions(
+    mask: torch.Tensor,  # (N, L) attention mask, 1 on real tokens
+) -> torch.Tensor:  # (N, L) long position ids, counting real tokens only
     "Position ids for a left- (or right-) padded batch: the number of real tokens before each one."
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 # %% ../nbs/04_rollout.ipynb #c7eed36e
-def encode_prompts(tokenizer,                  # a transformers tokenizer
-                   prompts: list,              # B prompt strings
-                   pad_id: int,                # id used for the left padding
-                   max_prompt_len: int | None = None, # longest prompt allowed, in tokens (None: no limit)
-                  ) -> tuple:                  # (prompt_ids (B, P) long, prompt_mask (B, P) long)
+def encode_prompts(
+    tokenizer,  # a transformers tokenizer
+    prompts: list,  # B prompt strings
+    pad_id: int,  # id used for the left padding
+    max_prompt_len: int | None = None,  # longest prompt allowed, in tokens (None: no limit)
+) -> tuple:  # (prompt_ids (B, P) long, prompt_mask (B, P) long)
     "Tokenize prompts and left-pad them into one batch; refuse empty prompts and prompts over `max_prompt_len`."
     rows = tokenizer(list(prompts))['input_ids']
     for i, r in enumerate(rows):
-        if not r: raise ValueError(f"prompts[{i}] = {prompts[i]!r} encodes to no tokens: a prompt needs at least one")
+        if not r:
+            raise ValueError(f"prompts[{i}] = {prompts[i]!r} encodes to no tokens: a prompt needs at least one")
         if max_prompt_len is not None and len(r) > max_prompt_len:
             raise ValueError(f"prompts[{i}] has {len(r)} tokens, more than max_prompt_len={max_prompt_len}")
     P = max(len(r) for r in rows)
-    ids = torch.tensor([[pad_id] * (P - len(r)) + r for r in rows])             # (B, P)
-    mask = torch.tensor([[0] * (P - len(r)) + [1] * len(r) for r in rows])      # (B, P)
+    ids = torch.tensor([[pad_id] * (P - len(r)) + r for r in rows])  # (B, P)
+    mask = torch.tensor([[0] * (P - len(r)) + [1] * len(r) for r in rows])  # (B, P)
     return ids, mask
 
 # %% ../nbs/04_rollout.ipynb #98bd2429
-def filter_logits(logits: torch.Tensor,       # (N, V) logits
-                  top_k: int | None = None,   # keep the k largest (None: all)
-                  top_p: float | None = None, # keep the smallest most-likely set with mass >= top_p (None: all)
-                 ) -> torch.Tensor:           # (N, V) logits with dropped tokens at -inf
+def filter_logits(
+    logits: torch.Tensor,  # (N, V) logits
+    top_k: int | None = None,  # keep the k largest (None: all)
+    top_p: float | None = None,  # keep the smallest most-likely set with mass >= top_p (None: all)
+) -> torch.Tensor:  # (N, V) logits with dropped tokens at -inf
     "Top-k and nucleus (top-p) filtering: set the logits of tokens that may not be sampled to -inf."
     if top_k is not None and top_k < logits.shape[-1]:
-        kth = logits.topk(top_k, dim=-1).values[..., -1:]                  # (N, 1)
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]  # (N, 1)
         logits = logits.masked_fill(logits < kth, -math.inf)
     if top_p is not None and top_p < 1.0:
-        sorted_logits, idx = logits.sort(-1, descending=True)              # (N, V)
+        sorted_logits, idx = logits.sort(-1, descending=True)  # (N, V)
         p = sorted_logits.softmax(-1)
-        drop = p.cumsum(-1) - p >= top_p                                   # mass before the token already reaches top_p
+        drop = p.cumsum(-1) - p >= top_p  # mass before the token already reaches top_p
         logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, idx, drop), -math.inf)
     return logits
 
 # %% ../nbs/04_rollout.ipynb #38490db8
-def sample_token(logits: torch.Tensor,       # (N, V) next-token logits
-                 temperature: float = 1.0,   # tau > 0
-                 generator: torch.Generator | None = None, # for reproducible draws (None: global RNG)
-                 top_k: int | None = None,   # restrict sampling to the k most likely tokens
-                 top_p: float | None = None, # restrict sampling to the top-p nucleus
-                 banned: torch.Tensor | None = None, # token ids that may not be sampled (e.g. EOS)
-                ) -> tuple:                  # (tokens (N,) long, logp (N,) float32 under softmax(logits / tau))
+def sample_token(
+    logits: torch.Tensor,  # (N, V) next-token logits
+    temperature: float = 1.0,  # tau > 0
+    generator: torch.Generator | None = None,  # for reproducible draws (None: global RNG)
+    top_k: int | None = None,  # restrict sampling to the k most likely tokens
+    top_p: float | None = None,  # restrict sampling to the top-p nucleus
+    banned: torch.Tensor | None = None,  # token ids that may not be sampled (e.g. EOS)
+) -> tuple:  # (tokens (N,) long, logp (N,) float32 under softmax(logits / tau))
     "Draw one token per row from softmax(logits / temperature) (optionally filtered) and return its unfiltered log-prob."
-    scaled = logits.float() / temperature                                          # (N, V)
+    scaled = logits.float() / temperature  # (N, V)
     allowed = scaled if banned is None else scaled.index_fill(-1, banned, -math.inf)
-    probs = filter_logits(allowed, top_k, top_p).softmax(-1)                        # (N, V)
-    tok = torch.multinomial(probs, 1, generator=generator)                         # (N, 1)
-    logp = scaled.gather(-1, tok) - scaled.logsumexp(-1, keepdim=True)            # (N, 1)
+    probs = filter_logits(allowed, top_k, top_p).softmax(-1)  # (N, V)
+    tok = torch.multinomial(probs, 1, generator=generator)  # (N, 1)
+    logp = scaled.gather(-1, tok) - scaled.logsumexp(-1, keepdim=True)  # (N, 1)
     return tok.squeeze(-1), logp.squeeze(-1)
 
 # %% ../nbs/04_rollout.ipynb #6a824b24
-def completion_masks(completion_ids: torch.Tensor, # (N, T) sampled ids
-                     eos_ids: torch.Tensor,        # (k,) ids that end a completion
-                    ) -> tuple:                    # (mask (N, T) bool, truncated (N,) bool)
+def completion_masks(
+    completion_ids: torch.Tensor,  # (N, T) sampled ids
+    eos_ids: torch.Tensor,  # (k,) ids that end a completion
+) -> tuple:  # (mask (N, T) bool, truncated (N,) bool)
     "Mask of the tokens up to and including the first EOS, and which rows never reached an EOS."
-    e = torch.isin(completion_ids, eos_ids).long()                  # (N, T)
-    mask = (e.cumsum(-1) - e) == 0                                   # no EOS strictly before t
+    e = torch.isin(completion_ids, eos_ids).long()  # (N, T)
+    mask = (e.cumsum(-1) - e) == 0  # no EOS strictly before t
     return mask, e.sum(-1) == 0
 
 # %% ../nbs/04_rollout.ipynb #7820f604
@@ -117,48 +129,65 @@ def _forward_args(cls) -> frozenset:
     "Names of the arguments of `cls.forward` (looked up once per model class)."
     return frozenset(inspect.signature(cls.forward).parameters)
 
+
 def _inner(model):
     "The model under DDP (`.module`) and PEFT (`.get_base_model()`) wrappers, whose forward signature tells what it takes."
     model = getattr(model, 'module', model)
     return model.get_base_model() if hasattr(model, 'get_base_model') else model
 
+
 def _cache_arg(model) -> str:
     "Name of the KV-cache argument: 'cache' (transformers >= 5.24) or 'past_key_values' (earlier versions)."
     return 'cache' if 'cache' in _forward_args(type(_inner(model))) else 'past_key_values'
 
+
 def _forward(model, ids, mask, keep: int, position_ids=None, **kw):
     "The model's forward with an explicit mask and positions; returns (logits of the last `keep` positions, output)."
-    if 'logits_to_keep' in _forward_args(type(_inner(model))): kw['logits_to_keep'] = keep   # skip the LM head elsewhere
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask) if position_ids is None else position_ids, **kw)
+    if 'logits_to_keep' in _forward_args(type(_inner(model))):
+        kw['logits_to_keep'] = keep  # skip the LM head elsewhere
+    out = model(
+        input_ids=ids, attention_mask=mask, position_ids=positions(mask) if position_ids is None else position_ids, **kw
+    )
     return out.logits[:, -keep:], out
 
 # %% ../nbs/04_rollout.ipynb #0a17d6df
 @functools.lru_cache(maxsize=None)
 def _grow_layer():
     "A DynamicLayer whose update writes into a preallocated buffer (None if this transformers has no DynamicLayer)."
-    try: from transformers.cache_utils import DynamicLayer
-    except ImportError: return None
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:
+        return None
+
     class _GrowLayer(DynamicLayer):
         "Keys/values live in buffers (N, H, capacity, D); `keys`/`values` are views of the filled part."
+
         def update(self, key_states, value_states, *args, **kwargs):
             L, n = self.keys.shape[-2], key_states.shape[-2]
-            if L + n > self._kbuf.shape[-2]:                                     # overflow: back to appending
+            if L + n > self._kbuf.shape[-2]:  # overflow: back to appending
                 self.__class__ = DynamicLayer
                 return DynamicLayer.update(self, key_states, value_states, *args, **kwargs)
-            self._kbuf[:, :, L:L + n], self._vbuf[:, :, L:L + n] = key_states, value_states
-            self.keys, self.values = self._kbuf[:, :, :L + n], self._vbuf[:, :, :L + n]
+            self._kbuf[:, :, L : L + n], self._vbuf[:, :, L : L + n] = key_states, value_states
+            self.keys, self.values = self._kbuf[:, :, : L + n], self._vbuf[:, :, : L + n]
             return self.keys, self.values
+
     return _GrowLayer, DynamicLayer
+
 
 def _preallocate(cache, extra: int) -> int:
     "Give every plain dynamic layer of `cache` room for `extra` more positions, written in place; returns how many layers."
     cls = _grow_layer()
-    if cls is None or not isinstance(getattr(cache, 'layers', None), list): return 0
+    if cls is None or not isinstance(getattr(cache, 'layers', None), list):
+        return 0
     grow, plain, n = *cls, 0
     for layer in cache.layers:
-        if type(layer) is not plain or not layer.is_initialized or layer.keys is None or layer.keys.ndim != 4: continue
+        if type(layer) is not plain or not layer.is_initialized or layer.keys is None or layer.keys.ndim != 4:
+            continue
         N, H, L, D = layer.keys.shape
-        kbuf, vbuf = layer.keys.new_empty(N, H, L + extra, D), layer.values.new_empty(N, H, L + extra, layer.values.shape[-1])
+        kbuf, vbuf = (
+            layer.keys.new_empty(N, H, L + extra, D),
+            layer.values.new_empty(N, H, L + extra, layer.values.shape[-1]),
+        )
         kbuf[:, :, :L], vbuf[:, :, :L] = layer.keys, layer.values
         layer.__class__, layer._kbuf, layer._vbuf = grow, kbuf, vbuf
         layer.keys, layer.values = kbuf[:, :, :L], vbuf[:, :, :L]
@@ -167,33 +196,51 @@ def _preallocate(cache, extra: int) -> int:
 
 # %% ../nbs/04_rollout.ipynb #fdf566e6
 @torch.inference_mode()
-def _decode(model, ids, mask, G, max_new_tokens, eos_ids, pad_id, temperature, generator, banned, top_k, top_p,
-            preallocate: bool = True, all_done=None):
+def _decode(
+    model,
+    ids,
+    mask,
+    G,
+    max_new_tokens,
+    eos_ids,
+    pad_id,
+    temperature,
+    generator,
+    banned,
+    top_k,
+    top_p,
+    preallocate: bool = True,
+    all_done=None,
+):
     "Prefill (B, P) prompts once, repeat the cache G times, preallocate it, decode; returns (ids (N, T), logp (N, T)) as inference tensors."
     N, P, dev, cache_arg = ids.shape[0] * G, ids.shape[1], ids.device, _cache_arg(model)
     logits, out = _forward(model, ids, mask, 1, use_cache=True)
     cache = out.cache if getattr(out, 'cache', None) is not None else out.past_key_values
     cache.batch_repeat_interleave(G)
-    if preallocate: _preallocate(cache, max_new_tokens)                              # in-place appends from here on
-    logits = logits[:, -1].repeat_interleave(G, 0)                                  # (N, V)
-    pos = positions(mask)[:, -1:].repeat_interleave(G, 0)                           # (N, 1)
-    attn = torch.ones(N, P + max_new_tokens, dtype=mask.dtype, device=dev)         # (N, P + T), sliced per step
+    if preallocate:
+        _preallocate(cache, max_new_tokens)  # in-place appends from here on
+    logits = logits[:, -1].repeat_interleave(G, 0)  # (N, V)
+    pos = positions(mask)[:, -1:].repeat_interleave(G, 0)  # (N, 1)
+    attn = torch.ones(N, P + max_new_tokens, dtype=mask.dtype, device=dev)  # (N, P + T), sliced per step
     attn[:, :P] = mask.repeat_interleave(G, 0)
-    toks = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=dev)   # (N, T)
-    logp = torch.zeros(N, max_new_tokens, device=dev)                              # (N, T)
-    done = torch.zeros(N, dtype=torch.bool, device=dev)                            # (N,)
+    toks = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=dev)  # (N, T)
+    logp = torch.zeros(N, max_new_tokens, device=dev)  # (N, T)
+    done = torch.zeros(N, dtype=torch.bool, device=dev)  # (N,)
     for t in range(max_new_tokens):
         tok, lp = sample_token(logits, temperature, generator, top_k, top_p, banned)
         toks[:, t], logp[:, t] = tok.masked_fill(done, pad_id), lp.masked_fill(done, 0.0)
         done |= torch.isin(tok, eos_ids)
         finished = bool(done.all())
-        if all_done is not None: finished = all_done(finished)                       # sharded weights: stop together
-        if t == max_new_tokens - 1 or finished: break
+        if all_done is not None:
+            finished = all_done(finished)  # sharded weights: stop together
+        if t == max_new_tokens - 1 or finished:
+            break
         pos = pos + 1
-        logits, out = _forward(model, toks[:, t:t + 1], attn[:, :P + t + 1], 1, position_ids=pos,
-                               use_cache=True, **{cache_arg: cache})
+        logits, out = _forward(
+            model, toks[:, t : t + 1], attn[:, : P + t + 1], 1, position_ids=pos, use_cache=True, **{cache_arg: cache}
+        )
         logits = logits[:, -1]
-    return toks[:, :t + 1], logp[:, :t + 1]
+    return toks[:, : t + 1], logp[:, : t + 1]
 
 # %% ../nbs/04_rollout.ipynb #16fb9b83
 def _check_sampling(group_size, max_new_tokens, temperature, top_k, top_p, generator, device):
@@ -203,69 +250,114 @@ def _check_sampling(group_size, max_new_tokens, temperature, top_k, top_p, gener
         raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1): raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
-    if top_p is not None and not (0 < top_p <= 1): raise ValueError(f"top_p must be None or in (0, 1], got {top_p!r}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
+    if top_p is not None and not (0 < top_p <= 1):
+        raise ValueError(f"top_p must be None or in (0, 1], got {top_p!r}")
     if generator is not None and torch.device(generator.device).type != torch.device(device).type:
-        raise ValueError(f"generator is on {generator.device} but the model is on {device}: make the generator on the model's device")
+        raise ValueError(
+            f"generator is on {generator.device} but the model is on {device}: make the generator on the model's device"
+        )
 
 # %% ../nbs/04_rollout.ipynb #9e79e901
-def sample_ids(model,                       # a transformers causal LM (anything whose forward takes a KV cache)
-               prompt_ids: torch.Tensor,    # (B, P) left-padded prompt ids
-               prompt_mask: torch.Tensor,   # (B, P) 1 on prompt tokens, 0 on left padding
-               group_size: int,             # G completions per prompt
-               max_new_tokens: int,         # T, the longest completion
-               eos_ids,                     # id or ids that end a completion
-               pad_id: int,                 # id written after a completion's EOS
-               temperature: float = 1.0,    # sampling temperature tau > 0
-               generator: torch.Generator | None = None, # seeded generator on the model's device, for reproducible samples
-               suppress_eos: bool = False,  # never sample EOS (fixed-length completions, e.g. for benchmarks)
-               top_k: int | None = None,    # sample among the k most likely tokens only
-               top_p: float | None = None,  # sample within the top-p nucleus only
-               all_done=None,               # several processes with sharded weights (FSDP, ZeRO-3): this one's "all rows done" -> everyone's
-              ) -> tuple:                   # (completion_ids (N, T') long, logp (N, T') float32), T' <= T, N = B*G
+def sample_ids(
+    model,  # a transformers causal LM (anything whose forward takes a KV cache)
+    prompt_ids: torch.Tensor,  # (B, P) left-padded prompt ids
+    prompt_mask: torch.Tensor,  # (B, P) 1 on prompt tokens, 0 on left padding
+    group_size: int,  # G completions per prompt
+    max_new_tokens: int,  # T, the longest completion
+    eos_ids,  # id or ids that end a completion
+    pad_id: int,  # id written after a completion's EOS
+    temperature: float = 1.0,  # sampling temperature tau > 0
+    generator: torch.Generator | None = None,  # seeded generator on the model's device, for reproducible samples
+    suppress_eos: bool = False,  # never sample EOS (fixed-length completions, e.g. for benchmarks)
+    top_k: int | None = None,  # sample among the k most likely tokens only
+    top_p: float | None = None,  # sample within the top-p nucleus only
+    all_done=None,  # several processes with sharded weights (FSDP, ZeRO-3): this one's "all rows done" -> everyone's
+) -> tuple:  # (completion_ids (N, T') long, logp (N, T') float32), T' <= T, N = B*G
     "Sample G completions per prompt with a KV cache; returns ids (pad after the first EOS) and their log-probs at `temperature`."
     device = next(model.parameters()).device
     _check_sampling(group_size, max_new_tokens, temperature, top_k, top_p, generator, device)
     if prompt_ids.ndim != 2 or prompt_mask.shape != prompt_ids.shape or not bool((prompt_mask.sum(-1) > 0).all()):
-        raise ValueError(f"prompt_ids and prompt_mask must be (B, P) with at least one prompt token per row, got {tuple(prompt_ids.shape)} and {tuple(prompt_mask.shape)}")
+        raise ValueError(
+            f"prompt_ids and prompt_mask must be (B, P) with at least one prompt token per row, got {tuple(prompt_ids.shape)} and {tuple(prompt_mask.shape)}"
+        )
     eos_ids = torch.as_tensor(eos_ids, device=device).reshape(-1)
-    ids, logp = _decode(model, prompt_ids.to(device), prompt_mask.to(device), group_size, max_new_tokens, eos_ids, pad_id,
-                        float(temperature), generator, eos_ids if suppress_eos else None, top_k, top_p, all_done=all_done)
-    return ids.clone(), logp.clone()   # out of inference mode: usable in autograd
+    ids, logp = _decode(
+        model,
+        prompt_ids.to(device),
+        prompt_mask.to(device),
+        group_size,
+        max_new_tokens,
+        eos_ids,
+        pad_id,
+        float(temperature),
+        generator,
+        eos_ids if suppress_eos else None,
+        top_k,
+        top_p,
+        all_done=all_done,
+    )
+    return ids.clone(), logp.clone()  # out of inference mode: usable in autograd
 
 # %% ../nbs/04_rollout.ipynb #de5060fa
-def sample(model,                       # a transformers causal LM
-           tokenizer,                   # its tokenizer (no pad token: EOS is used, with a warning)
-           prompts: list,               # B prompt strings
-           group_size: int,             # G completions per prompt
-           max_new_tokens: int,         # longest completion, in tokens
-           temperature: float = 1.0,    # sampling temperature tau > 0; `logp` is computed at it
-           max_prompt_len: int | None = None, # longest prompt allowed, in tokens (longer: ValueError)
-           generator: torch.Generator | None = None, # seeded generator on the model's device, for reproducible samples
-           suppress_eos: bool = False,  # never sample EOS (fixed-length completions)
-           top_k: int | None = None,    # sample among the k most likely tokens only
-           top_p: float | None = None,  # sample within the top-p nucleus only
-           ref_model=None,              # if given, also fill `ref_logp` with this model's log-probs at `temperature`
-           all_done=None,               # sharded multi-process models: turns this process's "all rows done" into everyone's
-          ) -> Rollout:
+def sample(
+    model,  # a transformers causal LM
+    tokenizer,  # its tokenizer (no pad token: EOS is used, with a warning)
+    prompts: list,  # B prompt strings
+    group_size: int,  # G completions per prompt
+    max_new_tokens: int,  # longest completion, in tokens
+    temperature: float = 1.0,  # sampling temperature tau > 0; `logp` is computed at it
+    max_prompt_len: int | None = None,  # longest prompt allowed, in tokens (longer: ValueError)
+    generator: torch.Generator | None = None,  # seeded generator on the model's device, for reproducible samples
+    suppress_eos: bool = False,  # never sample EOS (fixed-length completions)
+    top_k: int | None = None,  # sample among the k most likely tokens only
+    top_p: float | None = None,  # sample within the top-p nucleus only
+    ref_model=None,  # if given, also fill `ref_logp` with this model's log-probs at `temperature`
+    all_done=None,  # sharded multi-process models: turns this process's "all rows done" into everyone's
+) -> Rollout:
     "Sample `group_size` completions for each prompt and return them with log-probs, masks and truncation flags."
     if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r:.80}")
     if max_prompt_len is not None and (not isinstance(max_prompt_len, int) or max_prompt_len < 1):
         raise ValueError(f"max_prompt_len must be None or an int >= 1, got {max_prompt_len!r}")
     pad_id, eos = special_ids(tokenizer, model)
-    ids, mask = encode_prompts(tokenizer, prompts, pad_id, max_prompt_len)       # (B, P)
-    comp, logp = sample_ids(model, ids, mask, group_size, max_new_tokens, eos, pad_id, temperature, generator,
-                            suppress_eos, top_k, top_p, all_done)              # (N, T)
+    ids, mask = encode_prompts(tokenizer, prompts, pad_id, max_prompt_len)  # (B, P)
+    comp, logp = sample_ids(
+        model,
+        ids,
+        mask,
+        group_size,
+        max_new_tokens,
+        eos,
+        pad_id,
+        temperature,
+        generator,
+        suppress_eos,
+        top_k,
+        top_p,
+        all_done,
+    )  # (N, T)
     cmask, truncated = completion_masks(comp, torch.tensor(eos, device=comp.device))
-    lengths = cmask.sum(-1)                                                      # (N,)
+    lengths = cmask.sum(-1)  # (N,)
     G, dev = group_size, comp.device
-    r = Rollout(ids.to(dev).repeat_interleave(G, 0), mask.to(dev).repeat_interleave(G, 0), comp, cmask.float(), logp,
-                truncated, lengths, tokenizer.batch_decode([c[:n].tolist() for c, n in zip(comp, lengths)], skip_special_tokens=True),
-                [p for p in prompts for _ in range(G)], G)
+    r = Rollout(
+        ids.to(dev).repeat_interleave(G, 0),
+        mask.to(dev).repeat_interleave(G, 0),
+        comp,
+        cmask.float(),
+        logp,
+        truncated,
+        lengths,
+        tokenizer.batch_decode([c[:n].tolist() for c, n in zip(comp, lengths)], skip_special_tokens=True),
+        [p for p in prompts for _ in range(G)],
+        G,
+    )
     if ref_model is not None:
-        with torch.no_grad(): r.ref_logp = token_logprobs(ref_model, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask,
-                                                          temperature, group_size=G)
+        with torch.no_grad():
+            r.ref_logp = token_logprobs(
+                ref_model, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask, temperature, group_size=G
+            )
     return r
 
 # %% ../nbs/04_rollout.ipynb #grdcode
@@ -285,63 +377,88 @@ def _check_groups(prompt_ids, prompt_mask, group_size: int):
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
         raise ValueError(f"group_size must be an int >= 1, got {group_size!r}")
     N, P = prompt_ids.shape
-    if N % group_size: raise ValueError(f"group_size={group_size} does not divide the {N} rows")
+    if N % group_size:
+        raise ValueError(f"group_size={group_size} does not divide the {N} rows")
     ids, mask = prompt_ids.reshape(-1, group_size, P), prompt_mask.reshape(-1, group_size, P)  # (B, G, P)
-    same = ((ids == ids[:, :1]) & (mask == mask[:, :1])).flatten(1).all(-1)                 # (B,)
+    same = ((ids == ids[:, :1]) & (mask == mask[:, :1])).flatten(1).all(-1)  # (B,)
     if not bool(same.all()):
         b = int((~same).nonzero()[0])
-        raise ValueError(f"group_size={group_size}: rows {b * group_size}..{(b + 1) * group_size - 1} do not share one prompt "
-                         f"(groups must be contiguous copies of the same prompt_ids and prompt_mask, as `sample` makes them)")
+        raise ValueError(
+            f"group_size={group_size}: rows {b * group_size}..{(b + 1) * group_size - 1} do not share one prompt "
+            f"(groups must be contiguous copies of the same prompt_ids and prompt_mask, as `sample` makes them)"
+        )
+
 
 def _prefix_ok(model) -> bool:
     "Whether `model` can score from a cached prompt: its forward takes a cache, and no gradient checkpointing drops it."
     args = _forward_args(type(_inner(model)))
-    if 'use_cache' not in args or not {'cache', 'past_key_values'} & args: return False
-    return not (model.training and torch.is_grad_enabled() and any(getattr(m, 'gradient_checkpointing', False) for m in model.modules()))
+    if 'use_cache' not in args or not {'cache', 'past_key_values'} & args:
+        return False
+    return not (
+        model.training
+        and torch.is_grad_enabled()
+        and any(getattr(m, 'gradient_checkpointing', False) for m in model.modules())
+    )
 
 # %% ../nbs/04_rollout.ipynb #da172ef6
 def _shared_prefix_logits(model, prompt_ids, prompt_mask, completion_ids, cmask, G: int):
     "Logits (N, T, V) predicting each completion token, each of the B = N/G prompts run once; None if no cache came back."
     P, T = prompt_ids.shape[1], completion_ids.shape[1]
-    pmask = prompt_mask[::G].long()                                               # (B, P)
-    last, out = _forward(model, prompt_ids[::G], pmask, 1, use_cache=True)        # (B, 1, V)
+    pmask = prompt_mask[::G].long()  # (B, P)
+    last, out = _forward(model, prompt_ids[::G], pmask, 1, use_cache=True)  # (B, 1, V)
     cache = out.cache if getattr(out, 'cache', None) is not None else getattr(out, 'past_key_values', None)
-    if not hasattr(cache, 'batch_repeat_interleave'): return None
-    last = last.repeat_interleave(G, 0)                                           # (N, 1, V)
-    if T == 1: return last
-    cache.batch_repeat_interleave(G)                                              # (B, ...) -> (N, ...), differentiable
-    mask = torch.cat([pmask.repeat_interleave(G, 0), cmask[:, :-1].long()], 1)    # (N, P + T - 1)
-    logits, _ = _forward(model, completion_ids[:, :-1], mask, T - 1, position_ids=positions(mask)[:, P:],
-                         use_cache=True, **{_cache_arg(model): cache})            # (N, T - 1, V)
-    return torch.cat([last, logits], 1)                                           # (N, T, V)
+    if not hasattr(cache, 'batch_repeat_interleave'):
+        return None
+    last = last.repeat_interleave(G, 0)  # (N, 1, V)
+    if T == 1:
+        return last
+    cache.batch_repeat_interleave(G)  # (B, ...) -> (N, ...), differentiable
+    mask = torch.cat([pmask.repeat_interleave(G, 0), cmask[:, :-1].long()], 1)  # (N, P + T - 1)
+    logits, _ = _forward(
+        model,
+        completion_ids[:, :-1],
+        mask,
+        T - 1,
+        position_ids=positions(mask)[:, P:],
+        use_cache=True,
+        **{_cache_arg(model): cache},
+    )  # (N, T - 1, V)
+    return torch.cat([last, logits], 1)  # (N, T, V)
 
 # %% ../nbs/04_rollout.ipynb #fbcefce0
-def token_logprobs(model,                          # the policy (gradients flow when enabled) or the reference (wrap in no_grad)
-                   prompt_ids: torch.Tensor,       # (N, P) left-padded prompts
-                   prompt_mask: torch.Tensor,      # (N, P) 1 on prompt tokens
-                   completion_ids: torch.Tensor,   # (N, T) completions
-                   completion_mask: torch.Tensor,  # (N, T) 1 on completion tokens (float or bool)
-                   temperature: float = 1.0,       # the sampling temperature tau
-                   return_entropy: bool = False,   # also return the per-token entropy of softmax(logits / tau)
-                   group_size: int = 1,            # G > 1: rows come in contiguous groups of G sharing a prompt, run once
-                  ):                               # logp (N, T) float32, 0 where masked; and entropy (N, T) if asked
+def token_logprobs(
+    model,  # the policy (gradients flow when enabled) or the reference (wrap in no_grad)
+    prompt_ids: torch.Tensor,  # (N, P) left-padded prompts
+    prompt_mask: torch.Tensor,  # (N, P) 1 on prompt tokens
+    completion_ids: torch.Tensor,  # (N, T) completions
+    completion_mask: torch.Tensor,  # (N, T) 1 on completion tokens (float or bool)
+    temperature: float = 1.0,  # the sampling temperature tau
+    return_entropy: bool = False,  # also return the per-token entropy of softmax(logits / tau)
+    group_size: int = 1,  # G > 1: rows come in contiguous groups of G sharing a prompt, run once
+):  # logp (N, T) float32, 0 where masked; and entropy (N, T) if asked
     "Log-probs (and optionally entropies) of the completion tokens under `model`: one pass, or each prompt once if `group_size` > 1."
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     (N, P), T = prompt_ids.shape, completion_ids.shape[-1]
     if prompt_mask.shape != (N, P) or completion_ids.shape != (N, T) or completion_mask.shape != (N, T):
-        raise ValueError(f"shapes must be prompt_ids/prompt_mask (N, P) and completion_ids/completion_mask (N, T), got "
-                         f"{tuple(prompt_ids.shape)}, {tuple(prompt_mask.shape)}, {tuple(completion_ids.shape)}, {tuple(completion_mask.shape)}")
+        raise ValueError(
+            f"shapes must be prompt_ids/prompt_mask (N, P) and completion_ids/completion_mask (N, T), got "
+            f"{tuple(prompt_ids.shape)}, {tuple(prompt_mask.shape)}, {tuple(completion_ids.shape)}, {tuple(completion_mask.shape)}"
+        )
     _check_groups(prompt_ids, prompt_mask, group_size)
     cmask = completion_mask.to(torch.float32)
-    logits = _shared_prefix_logits(model, prompt_ids, prompt_mask, completion_ids, cmask, group_size) \
-        if group_size > 1 and _prefix_ok(model) else None
-    if logits is None:                                                            # one plain pass over [x; y]
-        mask = torch.cat([prompt_mask.long(), cmask.long()], 1)                   # (N, P + T)
+    logits = (
+        _shared_prefix_logits(model, prompt_ids, prompt_mask, completion_ids, cmask, group_size)
+        if group_size > 1 and _prefix_ok(model)
+        else None
+    )
+    if logits is None:  # one plain pass over [x; y]
+        mask = torch.cat([prompt_mask.long(), cmask.long()], 1)  # (N, P + T)
         logits = _forward(model, torch.cat([prompt_ids, completion_ids], 1), mask, T + 1, use_cache=False)[0][:, :-1]
-    z = logits.float() / temperature                                              # (N, T, V): positions P-1 .. P+T-2
-    lse = z.logsumexp(-1)                                                         # (N, T)
-    logp = (z.gather(-1, completion_ids[..., None]).squeeze(-1) - lse) * cmask   # (N, T)
-    if not return_entropy: return logp
-    entropy = (lse - (z.softmax(-1) * z).sum(-1)) * cmask                         # (N, T)
+    z = logits.float() / temperature  # (N, T, V): positions P-1 .. P+T-2
+    lse = z.logsumexp(-1)  # (N, T)
+    logp = (z.gather(-1, completion_ids[..., None]).squeeze(-1) - lse) * cmask  # (N, T)
+    if not return_entropy:
+        return logp
+    entropy = (lse - (z.softmax(-1) * z).sum(-1)) * cmask  # (N, T)
     return logp, entropy

@@ -11,14 +11,15 @@ from tokenizers import Tokenizer, Regex, models, pre_tokenizers, decoders, proce
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 # %% ../nbs/03_tiny.ipynb #0e5ca21a
-def char_tokenizer(chars,                  # the characters of the vocabulary (a string or an iterable of 1-character strings)
-                   pad_token='<pad>',      # padding token (None: no pad token, e.g. to test a fallback)
-                   eos_token='<eos>',      # end-of-sequence token (None: none)
-                   bos_token='<bos>',      # beginning-of-sequence token (None: none)
-                   unk_token='<unk>',      # stands for characters outside `chars` (None: unknown characters raise)
-                   add_bos: bool = False,  # prepend `bos_token` to every encoded text
-                   padding_side: str = 'left', # 'left' for generation, 'right' for training batches
-                  ) -> PreTrainedTokenizerFast:
+def char_tokenizer(
+    chars,  # the characters of the vocabulary (a string or an iterable of 1-character strings)
+    pad_token='<pad>',  # padding token (None: no pad token, e.g. to test a fallback)
+    eos_token='<eos>',  # end-of-sequence token (None: none)
+    bos_token='<bos>',  # beginning-of-sequence token (None: none)
+    unk_token='<unk>',  # stands for characters outside `chars` (None: unknown characters raise)
+    add_bos: bool = False,  # prepend `bos_token` to every encoded text
+    padding_side: str = 'left',  # 'left' for generation, 'right' for training batches
+) -> PreTrainedTokenizerFast:
     "A character-level fast tokenizer: special tokens first (ids 0, 1, ...), then one token per distinct character."
     chars = list(dict.fromkeys(chars))
     if not chars or any(not isinstance(c, str) or len(c) != 1 for c in chars):
@@ -26,37 +27,69 @@ def char_tokenizer(chars,                  # the characters of the vocabulary (a
     specials = [t for t in (pad_token, eos_token, bos_token, unk_token) if t is not None]
     if len(set(specials)) != len(specials) or set(specials) & set(chars):
         raise ValueError(f"special tokens {specials} must be distinct and not among chars")
-    if add_bos and bos_token is None: raise ValueError("add_bos=True needs a bos_token, got bos_token=None")
-    if padding_side not in ('left', 'right'): raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    if add_bos and bos_token is None:
+        raise ValueError("add_bos=True needs a bos_token, got bos_token=None")
+    if padding_side not in ('left', 'right'):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     vocab = {t: i for i, t in enumerate(specials + chars)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token=unk_token))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r'[\s\S]'), behavior='isolated')  # every character, newlines included
-    tok.decoder = decoders.Fuse()                                                     # join without spaces
-    if add_bos: tok.post_processor = processors.TemplateProcessing(single=f'{bos_token} $A', special_tokens=[(bos_token, vocab[bos_token])])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=pad_token, eos_token=eos_token, bos_token=bos_token,
-                                   unk_token=unk_token, padding_side=padding_side)
+    tok.pre_tokenizer = pre_tokenizers.Split(
+        Regex(r'[\s\S]'), behavior='isolated'
+    )  # every character, newlines included
+    tok.decoder = decoders.Fuse()  # join without spaces
+    if add_bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f'{bos_token} $A', special_tokens=[(bos_token, vocab[bos_token])]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token=pad_token,
+        eos_token=eos_token,
+        bos_token=bos_token,
+        unk_token=unk_token,
+        padding_side=padding_side,
+    )
 
 # %% ../nbs/03_tiny.ipynb #331c4ad1
-def tiny_model(tokenizer,                     # the tokenizer whose vocabulary and special ids the model uses
-               hidden: int = 64,              # model width
-               layers: int = 2,               # number of decoder layers
-               heads: int = 4,                # attention heads (hidden / heads must be even, for rotary positions)
-               kv_heads: int | None = None,   # key/value heads for grouped-query attention (None: = heads)
-               intermediate: int | None = None, # MLP width (None: 4 * hidden)
-               max_positions: int = 512,      # longest sequence, prompt + completion
-               seed: int = 0,                 # weights are a function of the seed only
-               attn_implementation: str = 'sdpa', # 'sdpa' or 'eager'
-              ) -> Qwen2ForCausalLM:
+def tiny_model(
+    tokenizer,  # the tokenizer whose vocabulary and special ids the model uses
+    hidden: int = 64,  # model width
+    layers: int = 2,  # number of decoder layers
+    heads: int = 4,  # attention heads (hidden / heads must be even, for rotary positions)
+    kv_heads: int | None = None,  # key/value heads for grouped-query attention (None: = heads)
+    intermediate: int | None = None,  # MLP width (None: 4 * hidden)
+    max_positions: int = 512,  # longest sequence, prompt + completion
+    seed: int = 0,  # weights are a function of the seed only
+    attn_implementation: str = 'sdpa',  # 'sdpa' or 'eager'
+) -> Qwen2ForCausalLM:
     "A small, randomly initialised Qwen2 causal LM built from a config, vocabulary and special ids from `tokenizer`."
     kv_heads = heads if kv_heads is None else kv_heads
-    for name, v in (('hidden', hidden), ('layers', layers), ('heads', heads), ('kv_heads', kv_heads), ('max_positions', max_positions)):
-        if not isinstance(v, int) or v < 1: raise ValueError(f"{name} must be a positive int, got {v!r}")
-    if hidden % heads or (hidden // heads) % 2: raise ValueError(f"hidden / heads must be an even integer, got hidden={hidden}, heads={heads}")
-    if heads % kv_heads: raise ValueError(f"heads must be a multiple of kv_heads, got heads={heads}, kv_heads={kv_heads}")
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate or 4 * hidden,
-                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-                         max_position_embeddings=max_positions, tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    for name, v in (
+        ('hidden', hidden),
+        ('layers', layers),
+        ('heads', heads),
+        ('kv_heads', kv_heads),
+        ('max_positions', max_positions),
+    ):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if hidden % heads or (hidden // heads) % 2:
+        raise ValueError(f"hidden / heads must be an even integer, got hidden={hidden}, heads={heads}")
+    if heads % kv_heads:
+        raise ValueError(f"heads must be a multiple of kv_heads, got heads={heads}, kv_heads={kv_heads}")
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=intermediate or 4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
     config._attn_implementation = attn_implementation
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -28,33 +28,36 @@ from .rollout import greedy
 from .calibration import auroc, brier, ece, self_consistency
 
 # %% ../nbs/10_toyworld.ipynb #387ceec4
-IDK = 'idk'        # the one correct answer to an unanswerable question
-VOCAB = '0123456789+-*<>?=' + IDK   # every character a prompt or an answer can contain
-OPERATIONS = '+-*<>'   # the operations a config may use: + - * modulo `digits`, < is min, > is max
+IDK = 'idk'  # the one correct answer to an unanswerable question
+VOCAB = '0123456789+-*<>?=' + IDK  # every character a prompt or an answer can contain
+OPERATIONS = '+-*<>'  # the operations a config may use: + - * modulo `digits`, < is min, > is max
+
 
 @dataclass
 class ToyWorldConfig:
     "Everything that defines a toy world and its base model; its hash names the cached base model."
-    digits: int = 10               # operands are 0 .. digits-1 and arithmetic is modulo `digits` (2 .. 10)
-    operations: str = '+<>'        # operations drawn uniformly, a non-empty subset of '+-*<>'
-    min_steps: int = 1             # fewest operations in a question
-    max_steps: int = 3             # most operations in a question
-    unanswerable_frac: float = 0.3 # share of unanswerable questions in 'mixed' sets and in base training
-    hedge_frac: float = 0.15       # base training: share of answerable questions labelled `idk`
-    noise_frac: float = 0.1        # base training: share of answerable questions labelled with a random digit
-    guess_frac: float = 0.1        # base training: share of unanswerable questions labelled with a random digit
-    eval_frac: float = 0.2         # share of all questions held out for evaluation (split by a hash of the prompt)
-    base_examples: int = 100_000   # supervised examples drawn for the base model
-    base_steps: int = 1000         # optimizer steps of base training
-    batch_size: int = 128          # base training batch size
-    lr: float = 3e-3               # peak AdamW learning rate (linear warm-up, cosine decay)
-    hidden: int = 64               # model width
-    layers: int = 3                # decoder layers
-    heads: int = 4                 # attention heads
-    intermediate: int = 256        # MLP width
-    seed: int = 0                  # world seed: salts the train/eval split of questions
 
-    def __post_init__(self): _check_config(self)
+    digits: int = 10  # operands are 0 .. digits-1 and arithmetic is modulo `digits` (2 .. 10)
+    operations: str = '+<>'  # operations drawn uniformly, a non-empty subset of '+-*<>'
+    min_steps: int = 1  # fewest operations in a question
+    max_steps: int = 3  # most operations in a question
+    unanswerable_frac: float = 0.3  # share of unanswerable questions in 'mixed' sets and in base training
+    hedge_frac: float = 0.15  # base training: share of answerable questions labelled `idk`
+    noise_frac: float = 0.1  # base training: share of answerable questions labelled with a random digit
+    guess_frac: float = 0.1  # base training: share of unanswerable questions labelled with a random digit
+    eval_frac: float = 0.2  # share of all questions held out for evaluation (split by a hash of the prompt)
+    base_examples: int = 100_000  # supervised examples drawn for the base model
+    base_steps: int = 1000  # optimizer steps of base training
+    batch_size: int = 128  # base training batch size
+    lr: float = 3e-3  # peak AdamW learning rate (linear warm-up, cosine decay)
+    hidden: int = 64  # model width
+    layers: int = 3  # decoder layers
+    heads: int = 4  # attention heads
+    intermediate: int = 256  # MLP width
+    seed: int = 0  # world seed: salts the train/eval split of questions
+
+    def __post_init__(self):
+        _check_config(self)
 
     @property
     def max_new_tokens(self) -> int:
@@ -64,27 +67,45 @@ class ToyWorldConfig:
 # %% ../nbs/10_toyworld.ipynb #508f91c0
 def _check_config(c):
     "Raise ValueError naming the first field of `c` outside its allowed range."
-    ints = dict(digits=(2, 10), min_steps=(1, 8), max_steps=(1, 8), base_examples=(1, None), base_steps=(1, None),
-                batch_size=(1, None), hidden=(4, None), layers=(1, None), heads=(1, None), intermediate=(1, None))
+    ints = dict(
+        digits=(2, 10),
+        min_steps=(1, 8),
+        max_steps=(1, 8),
+        base_examples=(1, None),
+        base_steps=(1, None),
+        batch_size=(1, None),
+        hidden=(4, None),
+        layers=(1, None),
+        heads=(1, None),
+        intermediate=(1, None),
+    )
     for name, (lo, hi) in ints.items():
         v = getattr(c, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
             raise ValueError(f"{name} must be an int in [{lo}, {hi or 'inf'}], got {v!r}")
-    if c.max_steps < c.min_steps: raise ValueError(f"max_steps must be >= min_steps, got max_steps={c.max_steps}, min_steps={c.min_steps}")
+    if c.max_steps < c.min_steps:
+        raise ValueError(f"max_steps must be >= min_steps, got max_steps={c.max_steps}, min_steps={c.min_steps}")
     if not isinstance(c.operations, str) or not c.operations or set(c.operations) - set(OPERATIONS):
-        raise ValueError(f"operations must be a non-empty string of characters from {OPERATIONS!r}, got {c.operations!r}")
+        raise ValueError(
+            f"operations must be a non-empty string of characters from {OPERATIONS!r}, got {c.operations!r}"
+        )
     for name in ('unanswerable_frac', 'hedge_frac', 'noise_frac', 'guess_frac', 'eval_frac'):
         v = getattr(c, name)
-        if not isinstance(v, (int, float)) or not 0 <= v <= 1: raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
-    if c.hedge_frac + c.noise_frac > 1: raise ValueError(f"hedge_frac + noise_frac must be <= 1, got {c.hedge_frac} + {c.noise_frac}")
-    if not 0 < c.eval_frac < 1: raise ValueError(f"eval_frac must be strictly between 0 and 1, got {c.eval_frac!r}")
-    if not (isinstance(c.lr, (int, float)) and math.isfinite(c.lr) and c.lr > 0): raise ValueError(f"lr must be a finite number > 0, got {c.lr!r}")
+        if not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
+    if c.hedge_frac + c.noise_frac > 1:
+        raise ValueError(f"hedge_frac + noise_frac must be <= 1, got {c.hedge_frac} + {c.noise_frac}")
+    if not 0 < c.eval_frac < 1:
+        raise ValueError(f"eval_frac must be strictly between 0 and 1, got {c.eval_frac!r}")
+    if not (isinstance(c.lr, (int, float)) and math.isfinite(c.lr) and c.lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {c.lr!r}")
 
 # %% ../nbs/10_toyworld.ipynb #c9536ea2
-def chain_value(operands: list,   # d_0 .. d_k, ints in [0, digits)
-                ops: str,         # o_1 .. o_k, characters from '+-*<>'
-                digits: int = 10, # the modulus D
-               ) -> int:          # v_k
+def chain_value(
+    operands: list,  # d_0 .. d_k, ints in [0, digits)
+    ops: str,  # o_1 .. o_k, characters from '+-*<>'
+    digits: int = 10,  # the modulus D
+) -> int:  # v_k
     "Evaluate a chain of operations left to right modulo `digits`."
     v = operands[0]
     for o, d in zip(ops, operands[1:]):
@@ -94,7 +115,8 @@ def chain_value(operands: list,   # d_0 .. d_k, ints in [0, digits)
 # %% ../nbs/10_toyworld.ipynb #c8471fa6
 def unknowable(operands: list, ops: str, i: int, digits: int = 10) -> bool:
     "True when hiding operand `i` leaves the answer undetermined: its `digits` values give at least two answers."
-    return len({chain_value(operands[:i] + [d] + operands[i + 1:], ops, digits) for d in range(digits)}) > 1
+    return len({chain_value(operands[:i] + [d] + operands[i + 1 :], ops, digits) for d in range(digits)}) > 1
+
 
 def question_split(prompt: str, config: ToyWorldConfig) -> str:
     "'eval' for the held-out share `config.eval_frac` of prompts (by a salted CRC32 hash), else 'train'."
@@ -108,32 +130,43 @@ def _draw(rng: random.Random, config: ToyWorldConfig, answerable: bool) -> dict:
     operands = [rng.randrange(config.digits) for _ in range(k + 1)]
     ops = ''.join(rng.choice(config.operations) for _ in range(k))
     prompt = str(operands[0]) + ''.join(o + str(d) for o, d in zip(ops, operands[1:])) + '='
-    if answerable: return dict(prompt=prompt, answer=str(chain_value(operands, ops, config.digits)), answerable=True)
+    if answerable:
+        return dict(prompt=prompt, answer=str(chain_value(operands, ops, config.digits)), answerable=True)
     i = rng.randrange(k + 1)
-    if not unknowable(operands, ops, i, config.digits): return None
-    return dict(prompt=prompt[:2 * i] + '?' + prompt[2 * i + 1:], answer=IDK, answerable=False)
+    if not unknowable(operands, ops, i, config.digits):
+        return None
+    return dict(prompt=prompt[: 2 * i] + '?' + prompt[2 * i + 1 :], answer=IDK, answerable=False)
 
 # %% ../nbs/10_toyworld.ipynb #cd178834
 KINDS = ('answerable', 'unanswerable', 'mixed')
 
-def make_questions(n: int,                       # number of questions
-                   seed: int,                    # draws are a function of (seed, kind, split, config)
-                   kind: str = 'answerable',     # 'answerable', 'unanswerable' or 'mixed' (unanswerable with prob. `unanswerable_frac`)
-                   config: ToyWorldConfig | None = None, # the world (None: the default ToyWorldConfig())
-                   split: str = 'train',         # 'train' (base training and RL) or 'eval' (held out)
-                  ) -> list:                     # n dicts with 'prompt', 'answer', 'answerable'
+
+def make_questions(
+    n: int,  # number of questions
+    seed: int,  # draws are a function of (seed, kind, split, config)
+    kind: str = 'answerable',  # 'answerable', 'unanswerable' or 'mixed' (unanswerable with prob. `unanswerable_frac`)
+    config: ToyWorldConfig | None = None,  # the world (None: the default ToyWorldConfig())
+    split: str = 'train',  # 'train' (base training and RL) or 'eval' (held out)
+) -> list:  # n dicts with 'prompt', 'answer', 'answerable'
     "Draw `n` questions of one kind from one split of the world; repeats are possible."
     config = ToyWorldConfig() if config is None else config
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0: raise ValueError(f"n must be an int >= 0, got {n!r}")
-    if kind not in KINDS: raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if split not in ('train', 'eval'): raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an int >= 0, got {n!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if split not in ('train', 'eval'):
+        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
     rng, out = random.Random(f'{seed}:{kind}:{split}'), []
     for _ in range(n):
         answerable = kind == 'answerable' or (kind == 'mixed' and rng.random() >= config.unanswerable_frac)
-        for _ in range(10_000):   # redraw until the question is valid and in the split; its type stays fixed
+        for _ in range(10_000):  # redraw until the question is valid and in the split; its type stays fixed
             q = _draw(rng, config, answerable)
-            if q is not None and question_split(q['prompt'], config) == split: break
-        else: raise ValueError(f"no {'answerable' if answerable else 'unanswerable'} question of this config falls in split {split!r}: enlarge the world or change eval_frac")
+            if q is not None and question_split(q['prompt'], config) == split:
+                break
+        else:
+            raise ValueError(
+                f"no {'answerable' if answerable else 'unanswerable'} question of this config falls in split {split!r}: enlarge the world or change eval_frac"
+            )
         out.append(q)
     return out
 
@@ -142,12 +175,14 @@ def is_abstain(completion: str) -> bool:
     "True when a completion is the world's abstention `idk` (surrounding whitespace ignored)."
     return completion.strip() == IDK
 
-def reward(prompts: list,      # N prompts (unused: the answer column carries what is needed)
-           completions: list,  # N decoded completions
-           answer: list,       # N reference answers (a digit, or IDK for unanswerable questions)
-           answerable: list | None = None, # N flags (unused: `answer` already says it)
-           **_,                # other dataset columns, ignored
-          ) -> list:           # N rewards in {0.0, 1.0}
+
+def reward(
+    prompts: list,  # N prompts (unused: the answer column carries what is needed)
+    completions: list,  # N decoded completions
+    answer: list,  # N reference answers (a digit, or IDK for unanswerable questions)
+    answerable: list | None = None,  # N flags (unused: `answer` already says it)
+    **_,  # other dataset columns, ignored
+) -> list:  # N rewards in {0.0, 1.0}
     "Exact-match reward: 1.0 when the completion equals the answer, else 0.0; the trainer's `reward_fn` signature."
     if len(completions) != len(answer):
         raise ValueError(f"completions and answer must have the same length, got {len(completions)} and {len(answer)}")
@@ -158,16 +193,25 @@ def world_tokenizer() -> PreTrainedTokenizerFast:
     "The world's character-level tokenizer (left padding, for generation)."
     return char_tokenizer(VOCAB)
 
+
 def world_model(config: ToyWorldConfig, tokenizer, seed: int = 0) -> Qwen2ForCausalLM:
     "A freshly initialised tiny Qwen2 sized by `config`."
-    return tiny_model(tokenizer, hidden=config.hidden, layers=config.layers, heads=config.heads,
-                      intermediate=config.intermediate, max_positions=4 * config.max_steps + 16, seed=seed)
+    return tiny_model(
+        tokenizer,
+        hidden=config.hidden,
+        layers=config.layers,
+        heads=config.heads,
+        intermediate=config.intermediate,
+        max_positions=4 * config.max_steps + 16,
+        seed=seed,
+    )
 
 # %% ../nbs/10_toyworld.ipynb #d5d5988d
 def noisy_target(q: dict, rng: random.Random, config: ToyWorldConfig) -> str:
     "A training target for question `q`, drawn from the base data mix (hedges, random digits, guesses)."
     u, digit = rng.random(), str(rng.randrange(config.digits))
-    if not q['answerable']: return digit if u < config.guess_frac else IDK
+    if not q['answerable']:
+        return digit if u < config.guess_frac else IDK
     return IDK if u < config.hedge_frac else digit if u < config.hedge_frac + config.noise_frac else q['answer']
 
 # %% ../nbs/10_toyworld.ipynb #e5e372ca
@@ -175,20 +219,20 @@ def encode_examples(tokenizer, prompts: list, targets: list) -> tuple:
     "Token ids (N, L), attention mask (N, L) and loss mask (N, L) for prompts left-padded to one width, then target + EOS."
     vocab, pad, eos = tokenizer.get_vocab(), tokenizer.pad_token_id, tokenizer.eos_token_id
     P, C = max(len(p) for p in prompts), max(len(t) for t in targets) + 1
-    ids = torch.full((len(prompts), P + C), pad, dtype=torch.long)                  # (N, L)
-    mask, loss_mask = torch.zeros_like(ids), torch.zeros_like(ids)                  # (N, L)
+    ids = torch.full((len(prompts), P + C), pad, dtype=torch.long)  # (N, L)
+    mask, loss_mask = torch.zeros_like(ids), torch.zeros_like(ids)  # (N, L)
     for r, (p, t) in enumerate(zip(prompts, targets)):
-        ids[r, P - len(p):P + len(t) + 1] = torch.tensor([vocab[c] for c in p + t] + [eos])
-        mask[r, P - len(p):P + len(t) + 1] = 1
-        loss_mask[r, P:P + len(t) + 1] = 1
+        ids[r, P - len(p) : P + len(t) + 1] = torch.tensor([vocab[c] for c in p + t] + [eos])
+        mask[r, P - len(p) : P + len(t) + 1] = 1
+        loss_mask[r, P : P + len(t) + 1] = 1
     return ids, mask, loss_mask
 
 # %% ../nbs/10_toyworld.ipynb #7d253284
 def lm_loss(model, ids: torch.Tensor, mask: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
     "Mean next-token cross-entropy over the positions where `loss_mask` is 1."
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)                                        # (B, L) as rollout.positions
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, :-1]   # (B, L-1, V)
-    nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction='none')    # (B, L-1)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, L) as rollout.positions
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, :-1]  # (B, L-1, V)
+    nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction='none')  # (B, L-1)
     w = loss_mask[:, 1:].float()
     return (nll * w).sum() / w.sum()
 
@@ -197,24 +241,34 @@ def fit_base(model, tokenizer, config: ToyWorldConfig, seed: int = 0, progress: 
     "Supervised training of `model` on the noisy base data mix; returns the loss of every step."
     qs = make_questions(config.base_examples, seed, 'mixed', config, 'train')
     rng = random.Random(seed)
-    ids, mask, loss_mask = encode_examples(tokenizer, [q['prompt'] for q in qs], [noisy_target(q, rng, config) for q in qs])
+    ids, mask, loss_mask = encode_examples(
+        tokenizer, [q['prompt'] for q in qs], [noisy_target(q, rng, config) for q in qs]
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01, betas=(0.9, 0.98))
     T = config.base_steps
     warm = min(100, max(1, T // 10))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * s / T)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * s / T))
+    )
     g, losses = torch.Generator().manual_seed(seed), []
     model.train()
     for _ in (bar := tqdm(range(T), disable=not progress, desc='base model')):
         b = torch.randint(len(ids), (config.batch_size,), generator=g)
         loss = lm_loss(model, ids[b], mask[b], loss_mask[b])
-        opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); sched.step()
-        losses.append(loss.item()); bar.set_postfix(loss=f'{losses[-1]:.3f}', refresh=False)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f'{losses[-1]:.3f}', refresh=False)
     return losses
 
 # %% ../nbs/10_toyworld.ipynb #71c67279
 def config_hash(config: ToyWorldConfig) -> str:
     "A short stable hash of every field of `config`."
     return hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:12]
+
 
 def base_path(config: ToyWorldConfig, seed: int = 0, cache_dir=None) -> Path:
     "Folder of the cached base model for (config, seed): `<cache_dir>/<config hash>-seed<seed>`."
@@ -227,25 +281,37 @@ def load_base(path) -> tuple:
     model = Qwen2ForCausalLM.from_pretrained(path).eval()
     return model, PreTrainedTokenizerFast.from_pretrained(path, padding_side='left')
 
-def train_base(config: ToyWorldConfig,   # the world and the model's size
-               seed: int = 0,             # seeds the weights, the training data and the batch order
-               cache_dir=None,            # cache root (None: ~/.cache/carerft/toyworld)
-               progress: bool = True,     # show a tqdm progress bar
-              ) -> tuple:                 # (model in eval mode, tokenizer)
+
+def train_base(
+    config: ToyWorldConfig,  # the world and the model's size
+    seed: int = 0,  # seeds the weights, the training data and the batch order
+    cache_dir=None,  # cache root (None: ~/.cache/carerft/toyworld)
+    progress: bool = True,  # show a tqdm progress bar
+) -> tuple:  # (model in eval mode, tokenizer)
     "The world's base model for `seed`: loaded from the cache if present, else trained in-process (minutes on a CPU) and cached."
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0: raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     path = base_path(config, seed, cache_dir)
-    if (path / 'config.json').exists(): return load_base(path)
+    if (path / 'config.json').exists():
+        return load_base(path)
     tokenizer = world_tokenizer()
     model = world_model(config, tokenizer, seed)
     t0 = time.perf_counter()
     losses = fit_base(model, tokenizer, config, seed, progress)
-    info = dict(world=asdict(config), seed=seed, train_seconds=time.perf_counter() - t0, torch_threads=torch.get_num_threads(),
-                final_loss=sum(losses[-50:]) / len(losses[-50:]), losses=losses[::10])
+    info = dict(
+        world=asdict(config),
+        seed=seed,
+        train_seconds=time.perf_counter() - t0,
+        torch_threads=torch.get_num_threads(),
+        final_loss=sum(losses[-50:]) / len(losses[-50:]),
+        losses=losses[::10],
+    )
     tmp = path.with_name(path.name + f'.tmp{os.getpid()}')
-    model.save_pretrained(tmp); tokenizer.save_pretrained(tmp)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
     (tmp / 'train_info.json').write_text(json.dumps(info))
-    if not path.exists(): os.replace(tmp, path)
+    if not path.exists():
+        os.replace(tmp, path)
     return load_base(path)
 
 # %% ../nbs/10_toyworld.ipynb #e07b0fc4
@@ -253,30 +319,50 @@ def _majorities(model, tokenizer, prompts, n_samples, temperature, generator, ba
     "Per prompt: the n_samples completions, the majority answer and its frequency."
     out = []
     for i in range(0, len(prompts), batch_size):
-        r = sample(model, tokenizer, prompts[i:i + batch_size], n_samples, len(IDK) + 1, temperature=temperature, generator=generator)
+        r = sample(
+            model,
+            tokenizer,
+            prompts[i : i + batch_size],
+            n_samples,
+            len(IDK) + 1,
+            temperature=temperature,
+            generator=generator,
+        )
         for j in range(0, len(r), n_samples):
-            comps = [c.strip() for c in r.completions[j:j + n_samples]]
+            comps = [c.strip() for c in r.completions[j : j + n_samples]]
             out.append((comps, *self_consistency(comps)))
     return out
+
 
 def _greedy(model, tokenizer, prompts):
     "The arg-max completion of each prompt, stripped (carerft.rollout.greedy)."
     return [c.strip() for c in greedy(model, tokenizer, prompts, len(IDK) + 1)]
 
 # %% ../nbs/10_toyworld.ipynb #f36d8e93
-def evaluate_world(model, tokenizer, config: ToyWorldConfig,
-                   n_questions: int = 400,     # held-out questions of each kind
-                   n_samples: int = 8,         # samples per question for the majority and its confidence
-                   seed: int = 1234,           # question draw and sampling seed
-                   temperature: float = 1.0,   # sampling temperature
-                  ) -> dict:                   # metrics (floats) and 'records' (one dict per question)
+def evaluate_world(
+    model,
+    tokenizer,
+    config: ToyWorldConfig,
+    n_questions: int = 400,  # held-out questions of each kind
+    n_samples: int = 8,  # samples per question for the majority and its confidence
+    seed: int = 1234,  # question draw and sampling seed
+    temperature: float = 1.0,  # sampling temperature
+) -> dict:  # metrics (floats) and 'records' (one dict per question)
     "Accuracy, hallucination, abstention and self-consistency calibration of `model` on held-out questions of the world."
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1: raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}")
-    if isinstance(n_questions, bool) or not isinstance(n_questions, int) or n_questions < 1: raise ValueError(f"n_questions must be an int >= 1, got {n_questions!r}")
-    qs = make_questions(n_questions, seed, 'answerable', config, 'eval') + make_questions(n_questions, seed, 'unanswerable', config, 'eval')
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}")
+    if isinstance(n_questions, bool) or not isinstance(n_questions, int) or n_questions < 1:
+        raise ValueError(f"n_questions must be an int >= 1, got {n_questions!r}")
+    qs = make_questions(n_questions, seed, 'answerable', config, 'eval') + make_questions(
+        n_questions, seed, 'unanswerable', config, 'eval'
+    )
     prompts, g = [q['prompt'] for q in qs], torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    records = [dict(q, samples=s, majority=m, confidence=c, greedy=gr, correct=m == q['answer'])
-               for q, (s, m, c), gr in zip(qs, _majorities(model, tokenizer, prompts, n_samples, temperature, g), _greedy(model, tokenizer, prompts))]
+    records = [
+        dict(q, samples=s, majority=m, confidence=c, greedy=gr, correct=m == q['answer'])
+        for q, (s, m, c), gr in zip(
+            qs, _majorities(model, tokenizer, prompts, n_samples, temperature, g), _greedy(model, tokenizer, prompts)
+        )
+    ]
     return dict(_metrics(records[:n_questions], records[n_questions:]), records=records)
 
 # %% ../nbs/10_toyworld.ipynb #89dc6e50
@@ -284,11 +370,16 @@ def _metrics(ans: list, unans: list) -> dict:
     "The world's metrics from answerable and unanswerable evaluation records."
     mean = lambda xs: sum(xs) / len(xs)
     conf, corr = [r['confidence'] for r in ans], [float(r['correct']) for r in ans]
-    return dict(accuracy=mean(corr),
-                sample_accuracy=mean([mean([s == r['answer'] for s in r['samples']]) for r in ans]),
-                greedy_accuracy=mean([r['greedy'] == r['answer'] for r in ans]),
-                hallucination_rate=mean([not is_abstain(r['majority'] or '') for r in unans]),
-                abstention_rate=mean([is_abstain(r['majority'] or '') for r in ans]),
-                sample_abstention=mean([mean([is_abstain(s) for s in r['samples']]) for r in ans]),
-                unanswerable_sample_abstention=mean([mean([is_abstain(s) for s in r['samples']]) for r in unans]),
-                ece=ece(conf, corr), brier=brier(conf, corr), auroc=auroc(conf, corr), mean_confidence=mean(conf))
+    return dict(
+        accuracy=mean(corr),
+        sample_accuracy=mean([mean([s == r['answer'] for s in r['samples']]) for r in ans]),
+        greedy_accuracy=mean([r['greedy'] == r['answer'] for r in ans]),
+        hallucination_rate=mean([not is_abstain(r['majority'] or '') for r in unans]),
+        abstention_rate=mean([is_abstain(r['majority'] or '') for r in ans]),
+        sample_abstention=mean([mean([is_abstain(s) for s in r['samples']]) for r in ans]),
+        unanswerable_sample_abstention=mean([mean([is_abstain(s) for s in r['samples']]) for r in unans]),
+        ece=ece(conf, corr),
+        brier=brier(conf, corr),
+        auroc=auroc(conf, corr),
+        mean_confidence=mean(conf),
+    )

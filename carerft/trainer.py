@@ -69,37 +69,42 @@ class Regularizer(Protocol):
 @dataclass
 class RFTConfig:
     "Everything that defines an RL finetuning run; the algorithm and the regulariser are objects, not names."
+
     algo: Algorithm = field(default_factory=GRPO)  # GRPO(), DAPO(), GSPO() or any Algorithm (above)
-    reg: Regularizer = field(default_factory=SRKL)  # NoKL(), RKL(beta), SRKL(beta, alpha): per-token penalty, beta included
-    group_size: int = 8                # G: completions sampled per prompt (>= 2: advantages compare within a group)
-    prompts_per_step: int = 8          # B: prompts per optimisation step (N = B*G completions)
-    max_prompt_len: int = 512          # longest prompt in tokens; longer prompts raise
-    max_new_tokens: int = 256          # longest completion in tokens
-    temperature: float = 1.0           # sampling temperature; log-probs are computed at it
-    top_p: float | None = None         # nucleus sampling, in (0, 1] (None: off)
-    lr: float = 1e-6                   # peak learning rate (AdamW)
-    weight_decay: float = 0.0          # AdamW weight decay, >= 0
-    lr_schedule: str = 'constant'      # a transformers scheduler: 'constant', 'constant_with_warmup', 'linear', 'cosine', ...
-    warmup_steps: int = 0              # linear warm-up steps
+    reg: Regularizer = field(
+        default_factory=SRKL
+    )  # NoKL(), RKL(beta), SRKL(beta, alpha): per-token penalty, beta included
+    group_size: int = 8  # G: completions sampled per prompt (>= 2: advantages compare within a group)
+    prompts_per_step: int = 8  # B: prompts per optimisation step (N = B*G completions)
+    max_prompt_len: int = 512  # longest prompt in tokens; longer prompts raise
+    max_new_tokens: int = 256  # longest completion in tokens
+    temperature: float = 1.0  # sampling temperature; log-probs are computed at it
+    top_p: float | None = None  # nucleus sampling, in (0, 1] (None: off)
+    lr: float = 1e-6  # peak learning rate (AdamW)
+    weight_decay: float = 0.0  # AdamW weight decay, >= 0
+    lr_schedule: str = (
+        'constant'  # a transformers scheduler: 'constant', 'constant_with_warmup', 'linear', 'cosine', ...
+    )
+    warmup_steps: int = 0  # linear warm-up steps
     max_grad_norm: float | None = 1.0  # gradient clipping, > 0 (None: off)
-    num_iterations: int = 1            # optimiser passes over each rollout batch (mu in the GRPO paper); 1 is on-policy
-    grad_accum_steps: int = 1          # micro-batches per optimiser step (each holds N / grad_accum_steps completions)
-    entropy_coef: float = 0.0          # entropy bonus weight, >= 0 (a baseline against entropy collapse); 0 is off
-    steps: int = 100                   # optimisation steps
-    seed: int = 0                      # seeds sampling, data order and initialisation
-    output_dir: str = 'runs/carerft'   # logs, checkpoints and the final model
-    log_every: int = 1                 # write a log row every this many steps
-    save_every: int = 50               # checkpoint every this many steps (0: only at the end and on Ctrl-C)
-    keep_checkpoints: int = 2          # newest checkpoints kept on disk
-    resume: bool = False               # continue the run in output_dir from its newest checkpoint (same settings)
-    overwrite: bool = False            # delete a previous run's logs, checkpoints and final model in output_dir first
-    max_sampling_rounds: int = 4       # dynamic sampling: most rounds of fresh prompts per step
-    suppress_eos: bool = False         # never sample EOS (fixed-length completions, for benchmarks)
-    log_kl: bool = True                # log RKL and SRKL estimates even when the regulariser needs no reference (needs ref_model)
-    bf16: bool = False                 # bf16 mixed precision (GPUs)
-    gradient_checkpointing: bool = False # trade compute for memory (GPUs, long completions)
-    lora: dict | None = None           # peft LoraConfig arguments, e.g. dict(r=16, lora_alpha=32, target_modules='all-linear')
-    progress: bool = True              # tqdm progress bar
+    num_iterations: int = 1  # optimiser passes over each rollout batch (mu in the GRPO paper); 1 is on-policy
+    grad_accum_steps: int = 1  # micro-batches per optimiser step (each holds N / grad_accum_steps completions)
+    entropy_coef: float = 0.0  # entropy bonus weight, >= 0 (a baseline against entropy collapse); 0 is off
+    steps: int = 100  # optimisation steps
+    seed: int = 0  # seeds sampling, data order and initialisation
+    output_dir: str = 'runs/carerft'  # logs, checkpoints and the final model
+    log_every: int = 1  # write a log row every this many steps
+    save_every: int = 50  # checkpoint every this many steps (0: only at the end and on Ctrl-C)
+    keep_checkpoints: int = 2  # newest checkpoints kept on disk
+    resume: bool = False  # continue the run in output_dir from its newest checkpoint (same settings)
+    overwrite: bool = False  # delete a previous run's logs, checkpoints and final model in output_dir first
+    max_sampling_rounds: int = 4  # dynamic sampling: most rounds of fresh prompts per step
+    suppress_eos: bool = False  # never sample EOS (fixed-length completions, for benchmarks)
+    log_kl: bool = True  # log RKL and SRKL estimates even when the regulariser needs no reference (needs ref_model)
+    bf16: bool = False  # bf16 mixed precision (GPUs)
+    gradient_checkpointing: bool = False  # trade compute for memory (GPUs, long completions)
+    lora: dict | None = None  # peft LoraConfig arguments, e.g. dict(r=16, lora_alpha=32, target_modules='all-linear')
+    progress: bool = True  # tqdm progress bar
 
     def __post_init__(self):
         _check_config(self)
@@ -110,18 +115,39 @@ class RFTConfig:
         return d | dict(algo=repr(self.algo), reg=repr(self.reg))
 
 # %% ../nbs/05_trainer.ipynb #cfgchk1
-_SCHEDULES = ('constant', 'constant_with_warmup', 'linear', 'cosine', 'cosine_with_restarts', 'polynomial', 'inverse_sqrt')
+_SCHEDULES = (
+    'constant',
+    'constant_with_warmup',
+    'linear',
+    'cosine',
+    'cosine_with_restarts',
+    'polynomial',
+    'inverse_sqrt',
+)
+
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
+
 def _is_real(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
+
 def _check_config(c: RFTConfig):
     "Refuse values that would be accepted but meaningless; every message starts with the field's name."
-    for name in ('group_size', 'prompts_per_step', 'max_prompt_len', 'max_new_tokens', 'num_iterations',
-                 'grad_accum_steps', 'steps', 'log_every', 'max_sampling_rounds', 'keep_checkpoints'):
+    for name in (
+        'group_size',
+        'prompts_per_step',
+        'max_prompt_len',
+        'max_new_tokens',
+        'num_iterations',
+        'grad_accum_steps',
+        'steps',
+        'log_every',
+        'max_sampling_rounds',
+        'keep_checkpoints',
+    ):
         v = getattr(c, name)
         if not _is_int(v) or v < 1:
             raise ValueError(f"{name} must be an int >= 1, got {v!r}")
@@ -140,8 +166,10 @@ def _check_config(c: RFTConfig):
         if not _is_real(v) or v < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
     if c.max_grad_norm is not None and (not _is_real(c.max_grad_norm) or c.max_grad_norm <= 0):
-        raise ValueError(f"max_grad_norm must be a finite number > 0 (the largest gradient norm kept), or None for no "
-                         f"clipping ('none' on the command line), got {c.max_grad_norm!r}")
+        raise ValueError(
+            f"max_grad_norm must be a finite number > 0 (the largest gradient norm kept), or None for no "
+            f"clipping ('none' on the command line), got {c.max_grad_norm!r}"
+        )
     if c.top_p is not None and (not _is_real(c.top_p) or not 0 < c.top_p <= 1):
         raise ValueError(f"top_p must be in (0, 1], or None for no nucleus sampling, got {c.top_p!r}")
     if c.lr_schedule not in _SCHEDULES:
@@ -150,20 +178,28 @@ def _check_config(c: RFTConfig):
         if not isinstance(getattr(c, name), bool):
             raise ValueError(f"{name} must be True or False, got {getattr(c, name)!r}")
     if c.resume and c.overwrite:
-        raise ValueError("resume=True and overwrite=True cannot be combined: resume continues the run in output_dir, "
-                         "overwrite deletes it")
+        raise ValueError(
+            "resume=True and overwrite=True cannot be combined: resume continues the run in output_dir, "
+            "overwrite deletes it"
+        )
     if not isinstance(c.output_dir, (str, Path)) or not str(c.output_dir):
         raise ValueError(f"output_dir must be a non-empty path, got {c.output_dir!r}")
     if c.lora is not None and not isinstance(c.lora, dict):
         raise ValueError(f"lora must be a dict of peft LoraConfig arguments or None, got {c.lora!r}")
     if (c.prompts_per_step * c.group_size) % c.grad_accum_steps:
-        raise ValueError(f"grad_accum_steps={c.grad_accum_steps} must divide prompts_per_step * group_size = "
-                         f"{c.prompts_per_step * c.group_size}")
+        raise ValueError(
+            f"grad_accum_steps={c.grad_accum_steps} must divide prompts_per_step * group_size = "
+            f"{c.prompts_per_step * c.group_size}"
+        )
     if not isinstance(c.algo, Algorithm):
-        raise ValueError(f"algo must be an Algorithm such as GRPO(), DAPO(), GSPO() (with .loss, .shape_rewards, "
-                         f".completion_mask, .aggregate and .dynamic_sampling), got {c.algo!r}")
+        raise ValueError(
+            f"algo must be an Algorithm such as GRPO(), DAPO(), GSPO() (with .loss, .shape_rewards, "
+            f".completion_mask, .aggregate and .dynamic_sampling), got {c.algo!r}"
+        )
     if not isinstance(c.reg, Regularizer):
-        raise ValueError(f"reg must be a Regularizer such as NoKL(), RKL(), SRKL() (callable, with .needs_ref), got {c.reg!r}")
+        raise ValueError(
+            f"reg must be a Regularizer such as NoKL(), RKL(), SRKL() (callable, with .needs_ref), got {c.reg!r}"
+        )
 
 # %% ../nbs/05_trainer.ipynb #6e92f564
 def _as_float(v) -> float | None:
@@ -173,6 +209,7 @@ def _as_float(v) -> float | None:
     if isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)):
         return float(v)
     return None
+
 
 def check_rewards(out, n: int, name: str = 'reward_fn') -> torch.Tensor:
     "A reward function's output (any sequence of n real numbers: list, tuple, NumPy array, tensor) as an (n,) float tensor."
@@ -187,9 +224,12 @@ def check_rewards(out, n: int, name: str = 'reward_fn') -> torch.Tensor:
     floats = [_as_float(v) for v in vals]
     bad = [i for i, f in enumerate(floats) if f is None or not math.isfinite(f)]
     if bad:
-        raise ValueError(f"{name} returned non-numeric, None, NaN or infinite rewards at positions {bad[:5]}: "
-                         f"{[vals[i] for i in bad[:5]]}")
+        raise ValueError(
+            f"{name} returned non-numeric, None, NaN or infinite rewards at positions {bad[:5]}: "
+            f"{[vals[i] for i in bad[:5]]}"
+        )
     return torch.tensor(floats)
+
 
 def _rows(dataset) -> list[dict]:
     "The dataset as a list of dicts, each with a string 'prompt' field, or a ValueError naming the first bad row."
@@ -221,14 +261,26 @@ def _micro_batches(n: int, k: int) -> list[torch.Tensor]:
 def _concat_rollouts(parts: list, pad_id: int) -> Rollout:
     "Concatenate the groups kept by dynamic sampling: left-pad prompts, right-pad completions to common widths."
     P, T = max(r.prompt_ids.shape[1] for r, _ in parts), max(r.completion_ids.shape[1] for r, _ in parts)
-    def lpad(x, w, v): return torch.nn.functional.pad(x, (w - x.shape[1], 0), value=v)
-    def rpad(x, w, v): return torch.nn.functional.pad(x, (0, w - x.shape[1]), value=v)
+
+    def lpad(x, w, v):
+        return torch.nn.functional.pad(x, (w - x.shape[1], 0), value=v)
+
+    def rpad(x, w, v):
+        return torch.nn.functional.pad(x, (0, w - x.shape[1]), value=v)
+
     cat = lambda f: torch.cat([f(r, idx) for r, idx in parts])
-    out = Rollout(cat(lambda r, i: lpad(r.prompt_ids[i], P, pad_id)), cat(lambda r, i: lpad(r.prompt_mask[i], P, 0)),
-                  cat(lambda r, i: rpad(r.completion_ids[i], T, pad_id)), cat(lambda r, i: rpad(r.completion_mask[i], T, 0)),
-                  cat(lambda r, i: rpad(r.logp[i], T, 0)), cat(lambda r, i: r.truncated[i]), cat(lambda r, i: r.lengths[i]),
-                  [c for r, i in parts for c in (r.completions[j] for j in i.tolist())],
-                  [c for r, i in parts for c in (r.prompts[j] for j in i.tolist())], parts[0][0].group_size)
+    out = Rollout(
+        cat(lambda r, i: lpad(r.prompt_ids[i], P, pad_id)),
+        cat(lambda r, i: lpad(r.prompt_mask[i], P, 0)),
+        cat(lambda r, i: rpad(r.completion_ids[i], T, pad_id)),
+        cat(lambda r, i: rpad(r.completion_mask[i], T, 0)),
+        cat(lambda r, i: rpad(r.logp[i], T, 0)),
+        cat(lambda r, i: r.truncated[i]),
+        cat(lambda r, i: r.lengths[i]),
+        [c for r, i in parts for c in (r.completions[j] for j in i.tolist())],
+        [c for r, i in parts for c in (r.prompts[j] for j in i.tolist())],
+        parts[0][0].group_size,
+    )
     out.rows = [c for r, i in parts for c in (r.rows[j] for j in i.tolist())]
     out.rewards, out.raw_rewards = cat(lambda r, i: r.rewards[i]), cat(lambda r, i: r.raw_rewards[i])
     return out
@@ -274,7 +326,10 @@ def _collect_batch(
 
 # %% ../nbs/05_trainer.ipynb #updcode
 def _update_policy(
-    model, opt, sched, accelerator,  # prepared by accelerate
+    model,
+    opt,
+    sched,
+    accelerator,  # prepared by accelerate
     config: RFTConfig,
     r: Rollout,  # the batch, with .rewards
     ref_logp: torch.Tensor | None,  # (N, T) reference log-probs, or None when the regulariser needs none
@@ -293,8 +348,16 @@ def _update_policy(
         for j, ix in enumerate(chunks):
             sync = contextlib.nullcontext() if j == len(chunks) - 1 else acc.no_sync(model)
             with sync, acc.autocast():
-                logp, ent = token_logprobs(model, r.prompt_ids[ix], r.prompt_mask[ix], r.completion_ids[ix],
-                                           r.completion_mask[ix], c.temperature, return_entropy=True, group_size=G)
+                logp, ent = token_logprobs(
+                    model,
+                    r.prompt_ids[ix],
+                    r.prompt_mask[ix],
+                    r.completion_ids[ix],
+                    r.completion_mask[ix],
+                    c.temperature,
+                    return_entropy=True,
+                    group_size=G,
+                )
                 old = logp.detach() if c.num_iterations == 1 else r.logp[ix]
                 ref = None if ref_logp is None else ref_logp[ix]
                 loss, s = c.algo.loss(logp, old, ref, adv[ix], mask[ix], reg)
@@ -353,8 +416,10 @@ class _State:
     def load_state_dict(self, d: dict):
         ranks = d.get('ranks', [d])
         if len(ranks) != self.world:
-            warnings.warn(f"checkpoint was written by {len(ranks)} process(es), resuming with {self.world}: every process "
-                          "continues from the first one's data position and sampling state")
+            warnings.warn(
+                f"checkpoint was written by {len(ranks)} process(es), resuming with {self.world}: every process "
+                "continues from the first one's data position and sampling state"
+            )
         mine = ranks[self.rank] if len(ranks) == self.world else ranks[0]
         self.step, self.epoch, self.pos = d['step'], mine['epoch'], mine['pos']
         self.gen.set_state(mine['gen'])
@@ -363,8 +428,16 @@ class _State:
     def snapshot(self) -> dict:
         "What a step changes before its optimiser step: the data position, the sampling generator and the global RNGs."
         cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-        return dict(step=self.step, epoch=self.epoch, pos=self.pos, gen=self.gen.get_state(), torch=torch.get_rng_state(),
-                    random=random.getstate(), numpy=np.random.get_state(), cuda=cuda)
+        return dict(
+            step=self.step,
+            epoch=self.epoch,
+            pos=self.pos,
+            gen=self.gen.get_state(),
+            torch=torch.get_rng_state(),
+            random=random.getstate(),
+            numpy=np.random.get_state(),
+            cuda=cuda,
+        )
 
     def restore(self, snap: dict):
         "Put back a `snapshot`."
@@ -380,13 +453,18 @@ class _State:
 # %% ../nbs/05_trainer.ipynb #intcode
 class TrainingInterrupted(KeyboardInterrupt):
     "Raised by `RFTTrainer.train()` on Ctrl-C once the checkpoint is saved: `.step` completed, `.checkpoint` its folder."
+
     def __init__(self, step: int, checkpoint: Path):
         self.step, self.checkpoint = step, Path(checkpoint)
-        super().__init__(f"interrupted after step {step}; checkpoint saved to {checkpoint}; continue with the same "
-                         "settings and resume=True")
+        super().__init__(
+            f"interrupted after step {step}; checkpoint saved to {checkpoint}; continue with the same "
+            "settings and resume=True"
+        )
+
 
 class _CtrlC:
     "SIGINT while `train()` runs: raised at once while a step can be undone, held back while it commits."
+
     def __init__(self):
         self.holding, self.pending, self.installed, self.previous = False, False, False, None
 
@@ -417,6 +495,7 @@ class _CtrlC:
         if self.pending:
             self.pending = False
             raise KeyboardInterrupt
+
 
 # settings that may change between a run and its resumption (they do not change what is computed)
 _RUN_CONTROL = {'resume', 'overwrite', 'progress', 'output_dir', 'save_every', 'keep_checkpoints', 'log_every'}
@@ -472,15 +551,19 @@ class _Checkpoints:
                 break
             except Exception as e:
                 broken.append(path)
-                warnings.warn(f"checkpoint {path} does not load ({type(e).__name__}: {e}); it is renamed "
-                              f"{path.name}.broken and the one before it is tried")
+                warnings.warn(
+                    f"checkpoint {path} does not load ({type(e).__name__}: {e}); it is renamed "
+                    f"{path.name}.broken and the one before it is tried"
+                )
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
             for path in broken:  # out of the way of pruning and of later resumes
                 path.replace(path.with_name(path.name + '.broken'))
         if paths and len(broken) == len(paths):
-            raise RuntimeError(f"none of the {len(paths)} checkpoint(s) in {self.folder} loads (see the warnings); "
-                               "start afresh with overwrite=True")
+            raise RuntimeError(
+                f"none of the {len(paths)} checkpoint(s) in {self.folder} loads (see the warnings); "
+                "start afresh with overwrite=True"
+            )
         return None if not paths else paths[len(paths) - 1 - len(broken)]
 
 # %% ../nbs/05_trainer.ipynb #outdir1
@@ -497,11 +580,15 @@ def check_output_dir(config: RFTConfig) -> list[str]:
         diff = [k for k in sorted(set(old) | set(new)) if k not in _RUN_CONTROL and old.get(k) != new.get(k)]
         if diff:
             said = '; '.join(f"{k}: {old.get(k)!r} saved, {new.get(k)!r} now" for k in diff)
-            raise ValueError(f"cannot resume the run in {out} with different settings ({said}): resume with the "
-                             "saved settings, or start afresh with overwrite=True or another output_dir")
+            raise ValueError(
+                f"cannot resume the run in {out} with different settings ({said}): resume with the "
+                "saved settings, or start afresh with overwrite=True or another output_dir"
+            )
     elif used and not config.resume and not config.overwrite:
-        raise ValueError(f"output_dir {out} already holds a run ({', '.join(used)}): resume=True continues it, "
-                         "overwrite=True deletes it first, or choose another output_dir")
+        raise ValueError(
+            f"output_dir {out} already holds a run ({', '.join(used)}): resume=True continues it, "
+            "overwrite=True deletes it first, or choose another output_dir"
+        )
     return used
 
 
@@ -522,11 +609,13 @@ def _claim_output_dir(config: RFTConfig, accelerator):
 # %% ../nbs/05_trainer.ipynb #855d97cf
 class _Logger:
     "Appends rows to log.jsonl and log.csv (and TensorBoard when installed); main process only."
+
     def __init__(self, out: Path, enabled: bool):
         self.out, self.enabled, self.tb = out, enabled, None
         if enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
+
                 self.tb = SummaryWriter(str(out / 'tensorboard'))
             except Exception:
                 self.tb = None
@@ -537,7 +626,7 @@ class _Logger:
         with open(self.out / 'log.jsonl', 'a') as f:
             f.write(json.dumps(row) + '\n')
         path = self.out / 'log.csv'
-        fields = self._header(path) or list(row)          # the first row fixes the columns; a short row leaves blanks
+        fields = self._header(path) or list(row)  # the first row fixes the columns; a short row leaves blanks
         with open(path, 'a', newline='') as f:
             w = csv.DictWriter(f, fieldnames=fields, restval='', extrasaction='ignore')
             if f.tell() == 0:
@@ -582,12 +671,22 @@ def _log_row(step: int, r: Rollout, frac_zero: float, ref_logp, config: RFTConfi
 
     alpha = config.reg.alpha if isinstance(config.reg, SRKL) else 0.8  # the SRKL estimate: CARE's alpha, else 0.8
     no_ref = ref_logp is None
-    row = dict(step=step, reward_mean=r.rewards.mean().item(), reward_std=r.rewards.std().item() if len(r) > 1 else 0.0,
-               frac_zero_std=frac_zero, groups_kept=len(r) // config.group_size,
-               rkl=math.nan if no_ref else tok_mean(rkl_k3(r.logp, ref_logp)),
-               srkl=math.nan if no_ref else tok_mean(srkl_k3(r.logp, ref_logp, alpha)))
-    row |= {k: stats[k] for k in ('penalty', 'loss', 'pg_loss', 'clip_low_frac', 'clip_high_frac', 'entropy', 'grad_norm', 'lr')}
-    return row | dict(completion_length=r.lengths.float().mean().item(), truncation_rate=r.truncated.float().mean().item())
+    row = dict(
+        step=step,
+        reward_mean=r.rewards.mean().item(),
+        reward_std=r.rewards.std().item() if len(r) > 1 else 0.0,
+        frac_zero_std=frac_zero,
+        groups_kept=len(r) // config.group_size,
+        rkl=math.nan if no_ref else tok_mean(rkl_k3(r.logp, ref_logp)),
+        srkl=math.nan if no_ref else tok_mean(srkl_k3(r.logp, ref_logp, alpha)),
+    )
+    row |= {
+        k: stats[k]
+        for k in ('penalty', 'loss', 'pg_loss', 'clip_low_frac', 'clip_high_frac', 'entropy', 'grad_norm', 'lr')
+    }
+    return row | dict(
+        completion_length=r.lengths.float().mean().item(), truncation_rate=r.truncated.float().mean().item()
+    )
 
 # %% ../nbs/05_trainer.ipynb #loracd1
 def _add_lora(model, lora: dict):
@@ -614,16 +713,22 @@ class RFTTrainer:
     ):
         self.config = c = config or RFTConfig()
         if not callable(reward_fn):
-            raise ValueError(f"reward_fn must be callable (prompts, completions, **columns) -> list[float], got {reward_fn!r}")
+            raise ValueError(
+                f"reward_fn must be callable (prompts, completions, **columns) -> list[float], got {reward_fn!r}"
+            )
         self.rows, self.reward_fn, self.tokenizer = _rows(dataset), reward_fn, tokenizer
         self.callbacks = list(callbacks or [])
         if c.reg.needs_ref and ref_model is None and not c.lora:
-            raise ValueError(f"reg={c.reg!r} needs a reference model: pass ref_model (e.g. a frozen copy of the initial "
-                             "model, copy.deepcopy(model)), or use NoKL()")
+            raise ValueError(
+                f"reg={c.reg!r} needs a reference model: pass ref_model (e.g. a frozen copy of the initial "
+                "model, copy.deepcopy(model)), or use NoKL()"
+            )
         self.accelerator = acc = Accelerator(mixed_precision='bf16' if c.bf16 else 'no')
         if c.prompts_per_step % acc.num_processes:
-            raise ValueError(f"prompts_per_step={c.prompts_per_step} must be divisible by the number of processes "
-                             f"({acc.num_processes})")
+            raise ValueError(
+                f"prompts_per_step={c.prompts_per_step} must be divisible by the number of processes "
+                f"({acc.num_processes})"
+            )
         set_seed(c.seed)
         if c.lora:
             model = _add_lora(model, c.lora)
@@ -632,7 +737,9 @@ class RFTTrainer:
         self.out = Path(c.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         _claim_output_dir(c, acc)
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=c.lr, weight_decay=c.weight_decay)
+        opt = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=c.lr, weight_decay=c.weight_decay
+        )
         sched = get_scheduler(c.lr_schedule, opt, num_warmup_steps=c.warmup_steps, num_training_steps=c.steps)
         self.model, self.opt, self.sched = acc.prepare(model, opt, sched)
         self.ref_model = None if ref_model is None else ref_model.to(acc.device).eval().requires_grad_(False)
@@ -663,17 +770,29 @@ class RFTTrainer:
         c, policy = self.config, self._policy()
         rows = [self.rows[i] for i in idx]
         policy.eval()
-        r = sample(policy, self.tokenizer, [row['prompt'] for row in rows], c.group_size, c.max_new_tokens,
-                   c.temperature, c.max_prompt_len, self.state.gen, c.suppress_eos, top_p=c.top_p,
-                   all_done=self._all_done if self._sharded else None)
+        r = sample(
+            policy,
+            self.tokenizer,
+            [row['prompt'] for row in rows],
+            c.group_size,
+            c.max_new_tokens,
+            c.temperature,
+            c.max_prompt_len,
+            self.state.gen,
+            c.suppress_eos,
+            top_p=c.top_p,
+            all_done=self._all_done if self._sharded else None,
+        )
         r.rows = [row for row in rows for _ in range(c.group_size)]
         columns = {k: [row[k] for row in r.rows] for k in rows[0] if k != 'prompt'}
         name = getattr(self.reward_fn, '__qualname__', None) or repr(self.reward_fn)
         try:
             out = self.reward_fn(r.prompts, r.completions, **columns)
         except Exception as e:  # KeyboardInterrupt is not an Exception: Ctrl-C still goes through
-            raise RuntimeError(f"reward function {name} raised {type(e).__name__}: {e} (step {self.state.step + 1}, "
-                               f"scoring {len(r)} completions of dataset rows {idx})") from e
+            raise RuntimeError(
+                f"reward function {name} raised {type(e).__name__}: {e} (step {self.state.step + 1}, "
+                f"scoring {len(r)} completions of dataset rows {idx})"
+            ) from e
         r.raw_rewards = check_rewards(out, len(r), name=f"reward function {name}")
         r.rewards = c.algo.shape_rewards(r.raw_rewards, r.lengths.cpu(), c.max_new_tokens).float()
         return r
@@ -691,8 +810,16 @@ class RFTTrainer:
         pad_id = self.tokenizer.pad_token_id
         if pad_id is None:
             pad_id = self.tokenizer.eos_token_id
-        return _collect_batch(draw, c.algo, c.prompts_per_step // acc.num_processes, c.group_size,
-                              c.max_sampling_rounds, pad_id, self._all_done, agree if acc.num_processes > 1 else None)
+        return _collect_batch(
+            draw,
+            c.algo,
+            c.prompts_per_step // acc.num_processes,
+            c.group_size,
+            c.max_sampling_rounds,
+            pad_id,
+            self._all_done,
+            agree if acc.num_processes > 1 else None,
+        )
 
     @torch.no_grad()
     def _ref_logprobs(self, r: Rollout) -> torch.Tensor | None:
@@ -719,12 +846,21 @@ class RFTTrainer:
         wanted = c.reg.needs_ref or (c.log_kl and self.ref_model is not None)
         ref_logp = self._ref_logprobs(r) if wanted else None
         t2 = time.perf_counter()
-        stats = _update_policy(self.model, self.opt, self.sched, self.accelerator, c, r,
-                               ref_logp if c.reg.needs_ref else None, before_step=self._ctrl_c.hold)
+        stats = _update_policy(
+            self.model,
+            self.opt,
+            self.sched,
+            self.accelerator,
+            c,
+            r,
+            ref_logp if c.reg.needs_ref else None,
+            before_step=self._ctrl_c.hold,
+        )
         t3 = time.perf_counter()
         self.state.step += 1
         return _log_row(self.state.step, r, frac_zero, ref_logp, c, stats) | dict(
-            time_generate=t1 - t0, time_reference=t2 - t1, time_update=t3 - t2)
+            time_generate=t1 - t0, time_reference=t2 - t1, time_update=t3 - t2
+        )
 
     # ---- the loop, checkpoints and the end ----
     def save_checkpoint(self) -> Path:
