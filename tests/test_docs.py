@@ -1,9 +1,10 @@
 """The documentation site: build it (nbdev processing + smalldocs, no quarto), check README.md is generated from
-nbs/index.ipynb, then load every page in headless Chromium and check API entries, figures and local links.
+nbs/index.ipynb, then load every page in headless Chromium and check API entries, figures, maths and local links.
+Chromium runs offline (no host resolves), so a page that needed the network, e.g. KaTeX from a CDN, shows it.
 
 Chromium is optional for a developer (without it the same checks run on the static HTML, with a warning); CI sets
 CARERFT_REQUIRE_BROWSER=1 when it could install Chromium, so that the rendered pages are what is checked."""
-import base64, io, os, shutil, subprocess, sys, tempfile
+import base64, io, os, re, shutil, subprocess, sys, tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit, unquote
@@ -39,6 +40,7 @@ def dump_dom(page: Path) -> str:
     with tempfile.TemporaryDirectory() as prof:
         r = subprocess.run([_chromium(), '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
                             '--disable-background-networking', '--disable-component-update', '--disable-sync',
+                            '--host-resolver-rules=MAP * ~NOTFOUND',   # offline even where there is a network
                             f'--user-data-dir={prof}', '--virtual-time-budget=3000', '--dump-dom', page.as_uri()],
                            capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and '<body' in r.stdout, r.stderr[-2000:]
@@ -56,12 +58,15 @@ class Page(HTMLParser):
         if tag == 'img': self.imgs.append(a.get('src') or '')
 
 @pytest.fixture(scope='module')
-def pages(site):
+def doms(site):
     "Every page's DOM as Chromium renders it; without a browser, the static HTML (a weaker check, with a warning)."
     if _chromium() is None:
         import warnings; warnings.warn('headless Chromium not installed (apt-get install chromium): pages checked as static HTML')
-        return {p.name: Page(p.read_text()) for p in sorted(site.glob('*.html'))}
-    return {p.name: Page(dump_dom(p)) for p in sorted(site.glob('*.html'))}
+        return {p.name: p.read_text() for p in sorted(site.glob('*.html'))}
+    return {p.name: dump_dom(p) for p in sorted(site.glob('*.html'))}
+
+@pytest.fixture(scope='module')
+def pages(doms): return {name: Page(html) for name, html in doms.items()}
 
 def public_symbols():
     "(name, page, anchor) for every public top-level name nbdev indexed, from carerft._modidx."
@@ -107,3 +112,76 @@ def test_local_links_resolve(pages, site):
                 ids = pages[path.name].ids if path.name in pages else set()
                 if unquote(u.fragment) not in ids: bad.append((name, href))
     assert not bad, f'broken local links: {bad[:20]}'
+
+# ---- maths: KaTeX is served by the site itself (tools/katex_local.py) and renders every formula offline
+KATEX = ['site_libs/katex/katex.min.css', 'site_libs/katex/katex.min.js', 'site_libs/katex/contrib/auto-render.min.js']
+MATH_PAGES = ['index.html', 'divergences.html']     # must have formulas (and so must be checked)
+VOID = {'area', 'base', 'br', 'col', 'embed', 'hr', 'img', 'input', 'link', 'meta', 'source', 'track', 'wbr'}
+
+class MathSpans(HTMLParser):
+    "The maths spans of a page (`span.math`, as smalldocs writes `$...$`): whether each holds a rendered `.katex`, and its text outside KaTeX's MathML copy of the TeX; plus `.katex-error` count."
+    def __init__(self, html):
+        super().__init__(); self.spans, self.stack, self.errors = [], [], 0; self.feed(html)
+    def handle_starttag(self, tag, attrs):
+        if tag in VOID: return
+        cls = (dict(attrs).get('class') or '').split()
+        mark = 'math' if tag == 'span' and 'math' in cls and 'math' not in self.stack else 'annotation' if tag == 'annotation' else None
+        if mark == 'math': self.spans.append({'katex': False, 'text': ''})
+        if 'math' in self.stack or mark == 'math':
+            if 'katex' in cls: self.spans[-1]['katex'] = True
+            if 'katex-error' in cls: self.errors += 1
+        self.stack.append(mark)
+    def handle_endtag(self, tag):
+        if tag not in VOID and self.stack: self.stack.pop()
+    def handle_data(self, data):
+        if 'math' in self.stack and 'annotation' not in self.stack: self.spans[-1]['text'] += data
+
+RAW_TEX = re.compile(r'\\[()\[\]]|\$\$')
+
+def math_problems(dom: str) -> list:
+    "Why the maths of a rendered page is not rendered: spans without KaTeX output, raw TeX delimiters left, KaTeX errors."
+    m = MathSpans(dom)
+    bad = [f"not rendered: {s['text'][:60]!r}" for s in m.spans if not s['katex']]
+    bad += [f"raw TeX left: {s['text'][:60]!r}" for s in m.spans if s['katex'] and RAW_TEX.search(s['text'])]
+    return bad + ([f'{m.errors} formulas KaTeX could not parse (.katex-error)'] if m.errors else [])
+
+def katex_problems(html: str, page: Path, site: Path) -> list:
+    "Why this page's maths could not render offline: KaTeX loaded from the network, or the site's own copy not loaded."
+    refs = [l for l in Page(html).links if 'katex' in l]
+    remote = [l for l in refs if urlsplit(l).scheme or l.startswith('//')]
+    bad = [f'loads {l} from the network' for l in remote]
+    if MathSpans(html).spans:
+        local = {(page.parent / unquote(urlsplit(l).path)).resolve() for l in refs if l not in remote}
+        bad += [f'does not load {k}' for k in KATEX if (site / k).resolve() not in local or not (site / k).is_file()]
+    return bad
+
+def test_katex_is_served_by_the_site(site):
+    "Static check (runs with or without a browser): pages with formulas load the site's own KaTeX, fonts included."
+    with_math = [str(p.relative_to(site)) for p in sorted(site.rglob('*.html')) if MathSpans(p.read_text()).spans]
+    assert set(MATH_PAGES) <= set(with_math), f'pages expected to have formulas: {MATH_PAGES}, found {with_math}'
+    bad = {str(p.relative_to(site)): katex_problems(p.read_text(), p, site) for p in sorted(site.rglob('*.html'))}
+    bad = {k: v for k, v in bad.items() if v}
+    assert not bad, f'pages whose maths needs the network: {bad}'
+    css = site / KATEX[0]
+    fonts = [u.strip('"\'') for u in re.findall(r'url\(([^)]+)\)', css.read_text())]
+    missing = [u for u in fonts if not (css.parent / u).is_file()]
+    assert fonts and not missing, f'KaTeX fonts missing: {missing[:5]}'
+
+def test_math_is_rendered(doms):
+    if _chromium() is None: pytest.skip('no headless Chromium: only the static check (test_katex_is_served_by_the_site) ran')
+    rendered = {n: MathSpans(d) for n, d in doms.items()}
+    assert all(rendered[n].spans for n in MATH_PAGES), {n: len(rendered[n].spans) for n in MATH_PAGES}
+    bad = {n: math_problems(d)[:3] for n, d in doms.items() if math_problems(d)}
+    assert not bad, f'maths not rendered by KaTeX offline: {bad}'
+
+def test_math_check_fails_on_a_cdn_katex(site, doms, tmp_path):
+    "Guard: the same page, with KaTeX pointed back at the CDN, fails both the static and the rendered check."
+    copy = tmp_path / 'site'; shutil.copytree(site, copy)
+    page = copy / 'divergences.html'
+    html = page.read_text().replace('site_libs/katex/', 'https://cdn.jsdelivr.net/npm/katex@0.16.11/dist/')
+    page.write_text(html)
+    assert katex_problems(html, page, copy), 'static check passed a page that loads KaTeX from the CDN'
+    if _chromium() is None: return
+    assert not math_problems(doms['divergences.html'])                  # the real page passes ...
+    probs = math_problems(dump_dom(page))                               # ... its CDN twin does not
+    assert probs and any('not rendered' in p for p in probs), probs

@@ -31,3 +31,6 @@ from pathlib import Path
 site = sys.argv[1]
 for f in Path('_docs').rglob('*.html'): f.write_text(f.read_text().replace(site, ''))
 PY
+# smalldocs links pages with maths to KaTeX on a CDN: serve KaTeX from the site instead (npm, cached outside the
+# checkout), so formulas render offline. Fails if KaTeX cannot be had; CARERFT_KATEX=cdn keeps the CDN, loudly.
+python tools/katex_local.py _docs
