@@ -32,7 +32,8 @@ def _check_rewards(rewards, group_size: int) -> torch.Tensor:
         rewards = torch.as_tensor(rewards, dtype=torch.get_default_dtype())
     if rewards.dim() != 1 or rewards.numel() == 0 or rewards.numel() % group_size:
         raise ValueError(
-            f"rewards must be a non-empty 1-d tensor whose length is a multiple of group_size={group_size}, got shape {tuple(rewards.shape)}"
+            f"rewards must be a non-empty 1-d tensor whose length is a multiple of group_size={group_size}, "
+            f"got shape {tuple(rewards.shape)}"
         )
     if not torch.isfinite(rewards).all():
         raise ValueError(f"rewards must be finite, got {rewards.tolist()}")
@@ -281,7 +282,8 @@ def dynamic_sample(
     max_rounds: int = 4,  # most calls of `sample`; a warning names it when hit
     all_done: Callable[[bool], bool] | None = None,  # several processes: this one's "enough" -> everyone's
 ) -> tuple[list, torch.Tensor, dict]:  # (kept groups, their (n*G,) rewards, {'rounds', 'sampled', 'kept'})
-    "DAPO's dynamic sampling: keep groups with non-equal rewards from repeated `sample()` calls until `n_groups` are kept."
+    """DAPO's dynamic sampling: keep groups with non-equal rewards from repeated `sample()` calls until `n_groups` are
+    kept."""
     n_groups, G = _check_int(n_groups, 'n_groups', 1), _check_int(group_size, 'group_size', 2)
     max_rounds, kept, kept_r, sampled = _check_int(max_rounds, 'max_rounds', 1), [], [], 0
     for rounds in range(1, max_rounds + 1):
@@ -305,7 +307,8 @@ def dynamic_sample(
 
 # %% ../nbs/02_algos.ipynb #36bdc9d1
 class GSPO(PolicyLoss):
-    "GSPO: length-normalised sequence ratio, per-sequence clipping, mean over sequences (penalty averaged per sequence)."
+    """GSPO: length-normalised sequence ratio, per-sequence clipping, mean over sequences (penalty averaged per
+    sequence)."""
 
     log_ratio = staticmethod(sequence_log_ratio)
 

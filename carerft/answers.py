@@ -23,7 +23,8 @@ def _check_text(text, name='text'):
 
 
 def _brace_group(text: str, start: int):
-    "Content from `start` up to the matching `}` (depth counted, backslash escapes skipped), or None if it never closes."
+    """Content from `start` up to the matching `}` (depth counted, backslash escapes skipped), or None if it never
+    closes."""
     depth, i = 1, start
     while i < len(text):
         c = text[i]

@@ -117,7 +117,8 @@ def work_model(
     P: int,  # prompt tokens
     T: int,  # completion tokens
 ) -> dict:  # {'carerft': {...}, 'trl': {...}, 'ratio': carerft total / TRL total}
-    "Token positions each trainer runs through the model per step (forward 1, backward 2): generation, reference, policy."
+    """Token positions each trainer runs through the model per step (forward 1, backward 2): generation, reference,
+    policy."""
     for name, v in (('B', B), ('G', G), ('P', P), ('T', T)):
         _check_int(name, v, 1)
     N = B * G
@@ -182,7 +183,8 @@ class Interleave(TrainerCallback):
     def report(self):
         i, a, b = len(self.rows['trl']), self.rows['carerft'][-1], self.rows['trl'][-1]
         print(
-            f"step {i}{' (warm-up)' if i <= self.warmup else ''}: carerft {a['step']:.2f} s (generation {a['generate']:.2f} s), "
+            f"step {i}{' (warm-up)' if i <= self.warmup else ''}: "
+            f"carerft {a['step']:.2f} s (generation {a['generate']:.2f} s), "
             f"TRL {b['step']:.2f} s (generation {b['generate']:.2f} s)"
         )
 
@@ -201,12 +203,14 @@ def summary(res: dict) -> str:
     return (
         f"carerft/TRL step-time ratio: {res['ratio']:.2f} (carerft {a['step']:.2f} s, TRL {b['step']:.2f} s; "
         f"generation {a['generate']:.2f} vs {b['generate']:.2f} s, update {a['update']:.2f} vs {b['update']:.2f} s; "
-        f"{s['prompt_len']}-token prompts, {s['max_new_tokens']}-token completions, arithmetic alone {res['ratio_work']:.2f})"
+        f"{s['prompt_len']}-token prompts, {s['max_new_tokens']}-token completions, "
+        f"arithmetic alone {res['ratio_work']:.2f})"
     )
 
 # %% ../nbs/12_benchmark.ipynb #93065342
 def _run_both(tmp, tok, prompts, cfg, args, gen_log, warmup, verbose):
-    "Build both trainers from the model saved in tmp/model and run TRL's loop with carerft interleaved; returns the rows."
+    """Build both trainers from the model saved in tmp/model and run TRL's loop with carerft interleaved; returns the
+    rows."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -245,7 +249,8 @@ def benchmark(
     seed: int = 0,  # weights and sampling seed
     verbose: bool = True,  # print each step and the summary (whose last line is the ratio)
 ) -> dict:  # {'carerft', 'trl': medians; 'ratio', 'ratio_generate', 'ratio_update', 'ratio_work', 'settings'}
-    "Median step time (generation / update) of RFTTrainer and TRL's GRPOTrainer on the same model and settings, interleaved."
+    """Median step time (generation / update) of RFTTrainer and TRL's GRPOTrainer on the same model and settings,
+    interleaved."""
     for name, v, lo in (
         ('steps', steps, 1),
         ('warmup', warmup, 0),

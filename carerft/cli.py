@@ -42,7 +42,8 @@ def explain(
     bound = f'{math.log(1 / alpha):.4f}' if alpha > 0 else 'inf (alpha = 0 is RKL)'
     print(f'CARE-RFT penalties per token  alpha={alpha:g}  beta={beta:g}  pi_ref={pi_ref:g}', file=file)
     print(
-        f'SRKL <= log(1/alpha) = {bound} nats;  matched local strength: beta_srkl = beta/(1-alpha)^2 = {matched_beta(beta, alpha):g}',
+        f'SRKL <= log(1/alpha) = {bound} nats;  '
+        f'matched local strength: beta_srkl = beta/(1-alpha)^2 = {matched_beta(beta, alpha):g}',
         file=file,
     )
     print(
@@ -51,7 +52,8 @@ def explain(
     )
     for r in rows:
         print(
-            f"{r['log_ratio']:>15g} {r['pi']:>10.3g} {r['rkl']:>12.4g} {r['srkl']:>12.4g} {r['rkl_grad']:>12.4g} {r['srkl_grad']:>12.4g}",
+            f"{r['log_ratio']:>15g} {r['pi']:>10.3g} {r['rkl']:>12.4g} {r['srkl']:>12.4g} "
+            f"{r['rkl_grad']:>12.4g} {r['srkl_grad']:>12.4g}",
             file=file,
         )
     if out:
@@ -162,7 +164,8 @@ def _train_options(args) -> dict:
 
 
 def _flag_error(err: ValueError) -> ValueError:
-    "An RFTConfig message starts with a field name: say the flag instead ('max_grad_norm must' -> '--max-grad-norm must')."
+    """An RFTConfig message starts with a field name: say the flag instead ('max_grad_norm must' -> '--max-grad-norm
+    must')."""
     msg = str(err)
     name = msg.split(' ', 1)[0]
     if name in config_flags():
@@ -507,7 +510,8 @@ def make_tiny_example(
     n_rows: int = 64,  # sums in the data file
 ) -> Path:
     "A tiny random model and a JSON Lines file of sums, for a first `carerft train` run on any machine."
-    import json, random
+    import json
+    import random
     from carerft.tiny import char_tokenizer, tiny_model
 
     if not isinstance(n_rows, int) or n_rows < 1:

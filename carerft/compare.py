@@ -419,7 +419,8 @@ def markdown_summary(arms: list[dict]) -> str:
 
 # %% ../nbs/11_compare.ipynb #45da549d
 def _curves(out: Path, arms: list[dict]) -> dict:
-    "Training logs of each trained arm: {label: {key: [values]}}, seeds concatenated per label (mean over seeds per step)."
+    """Training logs of each trained arm: {label: {key: [values]}}, seeds concatenated per label (mean over seeds per
+    step)."""
     curves = {}
     for key, g in group_arms([a for a in arms if a['reg'] != 'base']).items():
         logs = []
@@ -496,9 +497,18 @@ def write_compare_report(arms: list[dict], out) -> Path:
         [
             '# carerft compare: no KL vs RKL vs CARE on the toy world',
             '',
-            'Accuracy: majority vote over samples on held-out answerable questions. Hallucination rate: fraction of held-out',
-            'unanswerable questions whose majority answer is not the abstention. Abstention rate: on answerable questions.',
-            'ECE / Brier / AUROC: self-consistency confidence (majority frequency) against correctness on answerable questions.',
+            (
+                'Accuracy: majority vote over samples on held-out answerable questions. '
+                'Hallucination rate: fraction of held-out'
+            ),
+            (
+                'unanswerable questions whose majority answer is not the abstention. '
+                'Abstention rate: on answerable questions.'
+            ),
+            (
+                'ECE / Brier / AUROC: self-consistency confidence (majority frequency) '
+                'against correctness on answerable questions.'
+            ),
             'Values: mean ± half-width of the 95% t-interval over seeds (no interval with one seed).',
             '',
             markdown_summary(arms),

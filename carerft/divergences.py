@@ -133,7 +133,8 @@ def rkl_k3_grad(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 
 
 def srkl_k3_grad(logp: torch.Tensor, ref_logp: torch.Tensor, alpha: float) -> torch.Tensor:
-    "Closed-form d srkl_k3 / d logp = -(r - 1)(r - alpha) / r with r = m_alpha / pi (gradient through the mixture included)."
+    """Closed-form d srkl_k3 / d logp = -(r - 1)(r - alpha) / r with r = m_alpha / pi (gradient through the mixture
+    included)."""
     logp, ref_logp, dtype = _upcast(logp, ref_logp)
     log_rref = ref_logp - logp  # log(pi_ref / pi)
     log_r = log_mixture(torch.zeros_like(log_rref), log_rref, alpha)  # r = alpha + (1-alpha) pi_ref/pi

@@ -51,7 +51,8 @@ def first_line(text: str) -> str | None:
 # %% ../nbs/09_evaluate.ipynb #9f70a6b5
 @dataclass
 class Benchmark:
-    "Where a benchmark's data lives, how a raw row is normalised, and how its answers are extracted, graded and grouped."
+    """Where a benchmark's data lives, how a raw row is normalised, and how its answers are extracted, graded and
+    grouped."""
 
     hub: tuple  # (path, config or None, split) for `datasets.load_dataset`
     file: str  # file name inside a local folder

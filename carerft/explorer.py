@@ -19,11 +19,7 @@ from carerft.divergences import (
     srkl_k3,
     rkl_k3_grad,
     srkl_k3_grad,
-    log_mixture,
     matched_beta,
-    NoKL,
-    RKL,
-    SRKL,
     _check_alpha,
     _check_beta,
 )
@@ -128,7 +124,8 @@ def explore(
     pi_ref: float = 0.2,  # reference probability of the token
     show: bool = True,  # draw the figure
 ) -> dict:  # the key numbers behind the figure
-    "Draw RKL versus SRKL at one (alpha, beta, pi_ref); return the bound, the ceiling and the penalties at pi = 0.99 and pi = pi_ref/10."
+    """Draw RKL versus SRKL at one (alpha, beta, pi_ref); return the bound, the ceiling and the penalties at pi = 0.99
+    and pi = pi_ref/10."""
     alpha, beta, pi_ref = _check_alpha(alpha), _check_beta(beta), _check_prob(pi_ref, 'pi_ref')
     down, up = penalty_table(alpha, beta, pi_ref, log_ratios=(-math.log(10), math.log(0.99 / pi_ref) - 1e-9))
     out = dict(
@@ -146,7 +143,8 @@ def explore(
     if show:
         fig = plot_penalties((alpha,), beta, pi_ref)
         fig.suptitle(
-            f"α={alpha:g}, β={beta:g}, π_ref={pi_ref:g}: SRKL ≤ {out['bound']:.3f} nats, per-token ceiling β·{alpha - 1 - math.log(alpha) if alpha > 0 else math.inf:.4f}",
+            f"α={alpha:g}, β={beta:g}, π_ref={pi_ref:g}: SRKL ≤ {out['bound']:.3f} nats, "
+            f"per-token ceiling β·{alpha - 1 - math.log(alpha) if alpha > 0 else math.inf:.4f}",
             fontsize=9,
         )
         fig.tight_layout()

@@ -19,7 +19,8 @@ from .answers import REWARDS
 
 # %% ../nbs/07_loading.ipynb #ld06
 def load_tokenizer(path: str):
-    "AutoTokenizer, except for plain PreTrainedTokenizerFast folders (carerft.tiny), which AutoTokenizer would rebuild wrongly."
+    """AutoTokenizer, except for plain PreTrainedTokenizerFast folders (carerft.tiny), which AutoTokenizer would rebuild
+    wrongly."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     cfg = Path(path) / 'tokenizer_config.json'

@@ -45,7 +45,8 @@ def special_ids(
     eos |= set([extra] if isinstance(extra, int) else (extra or []))
     if not eos:
         raise ValueError(
-            "tokenizer.eos_token_id is None and the model's generation_config has no eos_token_id: set tokenizer.eos_token"
+            "tokenizer.eos_token_id is None and the model's generation_config has no eos_token_id: "
+            "set tokenizer.eos_token"
         )
     pad = tokenizer.pad_token_id
     if pad is None:
@@ -105,7 +106,8 @@ def sample_token(
     top_p: float | None = None,  # restrict sampling to the top-p nucleus
     banned: torch.Tensor | None = None,  # token ids that may not be sampled (e.g. EOS)
 ) -> tuple:  # (tokens (N,) long, logp (N,) float32 under softmax(logits / tau))
-    "Draw one token per row from softmax(logits / temperature) (optionally filtered) and return its unfiltered log-prob."
+    """Draw one token per row from softmax(logits / temperature) (optionally filtered) and return its unfiltered
+    log-prob."""
     scaled = logits.float() / temperature  # (N, V)
     allowed = scaled if banned is None else scaled.index_fill(-1, banned, -math.inf)
     probs = filter_logits(allowed, top_k, top_p).softmax(-1)  # (N, V)
@@ -131,7 +133,8 @@ def _forward_args(cls) -> frozenset:
 
 
 def _inner(model):
-    "The model under DDP (`.module`) and PEFT (`.get_base_model()`) wrappers, whose forward signature tells what it takes."
+    """The model under DDP (`.module`) and PEFT (`.get_base_model()`) wrappers, whose forward signature tells what it
+    takes."""
     model = getattr(model, 'module', model)
     return model.get_base_model() if hasattr(model, 'get_base_model') else model
 
@@ -175,7 +178,8 @@ def _grow_layer():
 
 
 def _preallocate(cache, extra: int) -> int:
-    "Give every plain dynamic layer of `cache` room for `extra` more positions, written in place; returns how many layers."
+    """Give every plain dynamic layer of `cache` room for `extra` more positions, written in place; returns how many
+    layers."""
     cls = _grow_layer()
     if cls is None or not isinstance(getattr(cache, 'layers', None), list):
         return 0
@@ -212,7 +216,8 @@ def _decode(
     preallocate: bool = True,
     all_done=None,
 ):
-    "Prefill (B, P) prompts once, repeat the cache G times, preallocate it, decode; returns (ids (N, T), logp (N, T)) as inference tensors."
+    """Prefill (B, P) prompts once, repeat the cache G times, preallocate it, decode; returns (ids (N, T), logp (N, T))
+    as inference tensors."""
     N, P, dev, cache_arg = ids.shape[0] * G, ids.shape[1], ids.device, _cache_arg(model)
     logits, out = _forward(model, ids, mask, 1, use_cache=True)
     cache = out.cache if getattr(out, 'cache', None) is not None else out.past_key_values
@@ -275,12 +280,14 @@ def sample_ids(
     top_p: float | None = None,  # sample within the top-p nucleus only
     all_done=None,  # several processes with sharded weights (FSDP, ZeRO-3): this one's "all rows done" -> everyone's
 ) -> tuple:  # (completion_ids (N, T') long, logp (N, T') float32), T' <= T, N = B*G
-    "Sample G completions per prompt with a KV cache; returns ids (pad after the first EOS) and their log-probs at `temperature`."
+    """Sample G completions per prompt with a KV cache; returns ids (pad after the first EOS) and their log-probs at
+    `temperature`."""
     device = next(model.parameters()).device
     _check_sampling(group_size, max_new_tokens, temperature, top_k, top_p, generator, device)
     if prompt_ids.ndim != 2 or prompt_mask.shape != prompt_ids.shape or not bool((prompt_mask.sum(-1) > 0).all()):
         raise ValueError(
-            f"prompt_ids and prompt_mask must be (B, P) with at least one prompt token per row, got {tuple(prompt_ids.shape)} and {tuple(prompt_mask.shape)}"
+            f"prompt_ids and prompt_mask must be (B, P) with at least one prompt token per row, "
+            f"got {tuple(prompt_ids.shape)} and {tuple(prompt_mask.shape)}"
         )
     eos_ids = torch.as_tensor(eos_ids, device=device).reshape(-1)
     ids, logp = _decode(
@@ -402,7 +409,8 @@ def _prefix_ok(model) -> bool:
 
 # %% ../nbs/04_rollout.ipynb #da172ef6
 def _shared_prefix_logits(model, prompt_ids, prompt_mask, completion_ids, cmask, G: int):
-    "Logits (N, T, V) predicting each completion token, each of the B = N/G prompts run once; None if no cache came back."
+    """Logits (N, T, V) predicting each completion token, each of the B = N/G prompts run once; None if no cache came
+    back."""
     P, T = prompt_ids.shape[1], completion_ids.shape[1]
     pmask = prompt_mask[::G].long()  # (B, P)
     last, out = _forward(model, prompt_ids[::G], pmask, 1, use_cache=True)  # (B, 1, V)
@@ -436,14 +444,16 @@ def token_logprobs(
     return_entropy: bool = False,  # also return the per-token entropy of softmax(logits / tau)
     group_size: int = 1,  # G > 1: rows come in contiguous groups of G sharing a prompt, run once
 ):  # logp (N, T) float32, 0 where masked; and entropy (N, T) if asked
-    "Log-probs (and optionally entropies) of the completion tokens under `model`: one pass, or each prompt once if `group_size` > 1."
+    """Log-probs (and optionally entropies) of the completion tokens under `model`: one pass, or each prompt once if
+    `group_size` > 1."""
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     (N, P), T = prompt_ids.shape, completion_ids.shape[-1]
     if prompt_mask.shape != (N, P) or completion_ids.shape != (N, T) or completion_mask.shape != (N, T):
         raise ValueError(
             f"shapes must be prompt_ids/prompt_mask (N, P) and completion_ids/completion_mask (N, T), got "
-            f"{tuple(prompt_ids.shape)}, {tuple(prompt_mask.shape)}, {tuple(completion_ids.shape)}, {tuple(completion_mask.shape)}"
+            f"{tuple(prompt_ids.shape)}, {tuple(prompt_mask.shape)}, "
+            f"{tuple(completion_ids.shape)}, {tuple(completion_mask.shape)}"
         )
     _check_groups(prompt_ids, prompt_mask, group_size)
     cmask = completion_mask.to(torch.float32)

@@ -165,7 +165,8 @@ def make_questions(
                 break
         else:
             raise ValueError(
-                f"no {'answerable' if answerable else 'unanswerable'} question of this config falls in split {split!r}: enlarge the world or change eval_frac"
+                f"no {'answerable' if answerable else 'unanswerable'} question of this config "
+                f"falls in split {split!r}: enlarge the world or change eval_frac"
             )
         out.append(q)
     return out
@@ -216,7 +217,8 @@ def noisy_target(q: dict, rng: random.Random, config: ToyWorldConfig) -> str:
 
 # %% ../nbs/10_toyworld.ipynb #e5e372ca
 def encode_examples(tokenizer, prompts: list, targets: list) -> tuple:
-    "Token ids (N, L), attention mask (N, L) and loss mask (N, L) for prompts left-padded to one width, then target + EOS."
+    """Token ids (N, L), attention mask (N, L) and loss mask (N, L) for prompts left-padded to one width, then target +
+    EOS."""
     vocab, pad, eos = tokenizer.get_vocab(), tokenizer.pad_token_id, tokenizer.eos_token_id
     P, C = max(len(p) for p in prompts), max(len(t) for t in targets) + 1
     ids = torch.full((len(prompts), P + C), pad, dtype=torch.long)  # (N, L)
@@ -288,7 +290,8 @@ def train_base(
     cache_dir=None,  # cache root (None: ~/.cache/carerft/toyworld)
     progress: bool = True,  # show a tqdm progress bar
 ) -> tuple:  # (model in eval mode, tokenizer)
-    "The world's base model for `seed`: loaded from the cache if present, else trained in-process (minutes on a CPU) and cached."
+    """The world's base model for `seed`: loaded from the cache if present, else trained in-process (minutes on a CPU)
+    and cached."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     path = base_path(config, seed, cache_dir)
@@ -348,7 +351,8 @@ def evaluate_world(
     seed: int = 1234,  # question draw and sampling seed
     temperature: float = 1.0,  # sampling temperature
 ) -> dict:  # metrics (floats) and 'records' (one dict per question)
-    "Accuracy, hallucination, abstention and self-consistency calibration of `model` on held-out questions of the world."
+    """Accuracy, hallucination, abstention and self-consistency calibration of `model` on held-out questions of the
+    world."""
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}")
     if isinstance(n_questions, bool) or not isinstance(n_questions, int) or n_questions < 1:

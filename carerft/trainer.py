@@ -212,7 +212,8 @@ def _as_float(v) -> float | None:
 
 
 def check_rewards(out, n: int, name: str = 'reward_fn') -> torch.Tensor:
-    "A reward function's output (any sequence of n real numbers: list, tuple, NumPy array, tensor) as an (n,) float tensor."
+    """A reward function's output (any sequence of n real numbers: list, tuple, NumPy array, tensor) as an (n,) float
+    tensor."""
     if isinstance(out, (torch.Tensor, np.ndarray)):
         out = out.reshape(-1) if out.ndim else out.reshape(1)
     try:
@@ -409,7 +410,8 @@ class _State:
         return dict(epoch=self.epoch, pos=self.pos, gen=self.gen.get_state())
 
     def state_dict(self) -> dict:
-        "This process's state, plus every process's (gathered: accelerate calls this on all of them, the main one writes it)."
+        """This process's state, plus every process's (gathered: accelerate calls this on all of them, the main one
+        writes it)."""
         ranks = self.gather([self._local()]) if self.world > 1 else [self._local()]
         return dict(step=self.step, **ranks[0], ranks=ranks)
 
@@ -452,7 +454,8 @@ class _State:
 
 # %% ../nbs/05_trainer.ipynb #intcode
 class TrainingInterrupted(KeyboardInterrupt):
-    "Raised by `RFTTrainer.train()` on Ctrl-C once the checkpoint is saved: `.step` completed, `.checkpoint` its folder."
+    """Raised by `RFTTrainer.train()` on Ctrl-C once the checkpoint is saved: `.step` completed, `.checkpoint` its
+    folder."""
 
     def __init__(self, step: int, checkpoint: Path):
         self.step, self.checkpoint = step, Path(checkpoint)
@@ -568,8 +571,9 @@ class _Checkpoints:
 
 # %% ../nbs/05_trainer.ipynb #outdir1
 def check_output_dir(config: RFTConfig) -> list[str]:
-    """What of a previous run `config.output_dir` holds. A ValueError if that run may not be continued (resume with other
-    settings) or replaced (neither resume nor overwrite). Cheap: `carerft train` calls it before loading any model."""
+    """What of a previous run `config.output_dir` holds. A ValueError if that run may not be continued (resume with
+    other settings) or replaced (neither resume nor overwrite). Cheap: `carerft train` calls it before loading any
+    model."""
     out = Path(config.output_dir)
     used = [p.name for p in (out / 'log.jsonl', out / 'log.csv', out / 'final') if p.exists()]
     if any(re.fullmatch(r'step-\d+', p.name) for p in (out / 'checkpoints').glob('step-*')):
@@ -868,8 +872,8 @@ class RFTTrainer:
         return self.checkpoints.save(self.state.step)
 
     def resume(self) -> int:
-        """Load the newest checkpoint in output_dir that loads and drop the log rows of later steps (the run redoes them);
-        returns the step it continues from."""
+        """Load the newest checkpoint in output_dir that loads and drop the log rows of later steps (the run redoes
+        them); returns the step it continues from."""
         if self.checkpoints.load_newest() is None:
             warnings.warn(f"resume=True but no checkpoint in {self.checkpoints.folder}: starting from step 0")
         self.checkpoints.saved_step = self.state.step
