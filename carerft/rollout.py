@@ -4,15 +4,17 @@
 
 # %% auto #0
 __all__ = ['Rollout', 'special_ids', 'positions', 'encode_prompts', 'filter_logits', 'sample_token', 'completion_masks',
-           'sample_ids', 'sample', 'greedy', 'token_logprobs']
+           'sample_ids', 'sample', 'greedy', 'chunked_logprobs', 'token_logprobs']
 
 # %% ../nbs/04_rollout.ipynb #c8229e11
+import contextlib
 import functools
 import inspect
 import math
 import warnings
 from dataclasses import dataclass
 import torch
+from torch.utils.checkpoint import checkpoint
 
 # %% ../nbs/04_rollout.ipynb #0737f901
 @dataclass
@@ -378,6 +380,21 @@ def greedy(
     "Greedy (arg-max) completions of a batch of prompts: `sample` with top_k=1."
     return sample(model, tokenizer, list(prompts), 1, max_new_tokens, top_k=1).completions
 
+# %% ../nbs/04_rollout.ipynb #lpent01
+def _logp_entropy(
+    logits: torch.Tensor,  # (..., V) logits z
+    ids: torch.Tensor,  # (...) tokens y to score
+    temperature: float,  # tau
+    entropy: bool,  # also return the entropy H
+) -> tuple:  # (logp,) or (logp, entropy), float32 of shape (...)
+    "log pi_tau(y) and (if asked) the entropy of pi_tau = softmax(z / tau), one position per row: the equations above."
+    z = logits.float() / temperature  # (..., V)
+    lse = z.logsumexp(-1)  # (...)
+    logp = z.gather(-1, ids[..., None]).squeeze(-1) - lse  # (...)
+    if not entropy:
+        return (logp,)
+    return logp, lse - (z.softmax(-1) * z).sum(-1)
+
 # %% ../nbs/04_rollout.ipynb #c3c0bd44
 def _check_groups(prompt_ids, prompt_mask, group_size: int):
     "Refuse a `group_size` that does not split the rows into contiguous groups sharing one prompt."
@@ -409,8 +426,8 @@ def _prefix_ok(model) -> bool:
 
 # %% ../nbs/04_rollout.ipynb #da172ef6
 def _shared_prefix_logits(model, prompt_ids, prompt_mask, completion_ids, cmask, G: int):
-    """Logits (N, T, V) predicting each completion token, each of the B = N/G prompts run once; None if no cache came
-    back."""
+    """Logits (N, T, V) predicting each completion token (hidden states (N, T, d) inside `_hidden_for_logits`), each of
+    the B = N/G prompts run once; None if no cache came back."""
     P, T = prompt_ids.shape[1], completion_ids.shape[1]
     pmask = prompt_mask[::G].long()  # (B, P)
     last, out = _forward(model, prompt_ids[::G], pmask, 1, use_cache=True)  # (B, 1, V)
@@ -433,6 +450,84 @@ def _shared_prefix_logits(model, prompt_ids, prompt_mask, completion_ids, cmask,
     )  # (N, T - 1, V)
     return torch.cat([last, logits], 1)  # (N, T, V)
 
+# %% ../nbs/04_rollout.ipynb #chkcode1
+def chunked_logprobs(
+    head,  # the LM head: hidden states (n, d) -> logits (n, V)
+    hidden: torch.Tensor,  # (N, T, d) hidden states, position t predicting ids[:, t]
+    ids: torch.Tensor,  # (N, T) tokens to score
+    temperature: float = 1.0,  # tau
+    entropy: bool = False,  # also return the entropy of softmax(logits / tau)
+    chunk_size: int = 1024,  # positions per chunk, counted over the N*T flattened positions
+) -> tuple:  # (logp (N, T),) or (logp, entropy), float32, unmasked
+    "Log-probs (and entropies) from the LM head applied chunk by chunk, each chunk recomputed in backward."
+    N, T = ids.shape
+    h, y = hidden.reshape(N * T, -1), ids.reshape(N * T)  # (N*T, d), (N*T,)
+
+    def chunk(h, y):  # (n, d), (n,) -> (n,) each; under checkpoint nothing of size V outlives the call
+        return _logp_entropy(head(h), y, temperature, entropy)
+
+    outs = [
+        checkpoint(chunk, h[s : s + chunk_size], y[s : s + chunk_size], use_reentrant=False)
+        for s in range(0, N * T, chunk_size)
+    ]
+    return tuple(torch.cat(o).view(N, T) for o in zip(*outs))
+
+# %% ../nbs/04_rollout.ipynb #chkhook1
+_LOGIT_TRANSFORMS = ('final_logit_softcapping', 'logit_scale', 'logits_scaling')  # Gemma 2-4, Cohere, Granite
+
+
+def _lm_head(model):
+    "The LM head whose output is the model's logits, or None where the chunked path cannot use it (full logits then)."
+    if hasattr(model, 'module') and not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return None  # FSDP, DeepSpeed: outside the forward the head's weight is a shard
+    inner = _inner(model)
+    head = inner.get_output_embeddings() if hasattr(inner, 'get_output_embeddings') else None
+    cfg = getattr(inner, 'config', None)
+    cfgs = [cfg, cfg.get_text_config()] if hasattr(cfg, 'get_text_config') else [cfg]
+    if any(getattr(c, k, None) is not None for c in cfgs for k in _LOGIT_TRANSFORMS):
+        return None  # the logits are not the head's output: soft-capped or scaled after it
+    if not isinstance(head, torch.nn.Module):
+        return None
+    plain = all(type(p.data) is torch.Tensor and p.numel() > 0 for p in head.parameters())
+    return head if plain else None  # FSDP2's DTensors and ZeRO-3's empty placeholders are not plain tensors
+
+
+@contextlib.contextmanager
+def _hidden_for_logits(head):
+    """Within the block the model returns the LM head's input (N, k, d) as its logits, the head computing nothing; the
+    yielded dict gets the autocast arguments the head ran under (`head` None: nothing changes)."""
+    seen = {}
+
+    def skip(module, args):  # before the head: keep its input, hand it zero positions
+        x = args[0]  # (N, k, d)
+        dev = x.device.type
+        seen['amp'] = dict(device_type=dev, dtype=torch.get_autocast_dtype(dev), enabled=torch.is_autocast_enabled(dev))
+        seen['x'] = x
+        return (x[..., :0, :],)
+
+    def give_back(module, args, out):  # after the head: its input instead of the empty logits
+        return seen.pop('x')
+
+    hooks = [] if head is None else [head.register_forward_pre_hook(skip), head.register_forward_hook(give_back)]
+    try:
+        yield seen
+    finally:
+        for h in hooks:
+            h.remove()
+
+# %% ../nbs/04_rollout.ipynb #chkscor1
+def _scores(model, prompt_ids, prompt_mask, completion_ids, cmask, G: int) -> torch.Tensor:
+    """The model's outputs at the T positions predicting the completion: logits (N, T, V), or hidden states (N, T, d)
+    inside `_hidden_for_logits`; each prompt once if G > 1."""
+    z = None
+    if G > 1 and _prefix_ok(model):
+        z = _shared_prefix_logits(model, prompt_ids, prompt_mask, completion_ids, cmask, G)
+    if z is None:  # one plain pass over [x; y]
+        mask = torch.cat([prompt_mask.long(), cmask.long()], 1)  # (N, P + T)
+        T = completion_ids.shape[1]
+        z = _forward(model, torch.cat([prompt_ids, completion_ids], 1), mask, T + 1, use_cache=False)[0][:, :-1]
+    return z
+
 # %% ../nbs/04_rollout.ipynb #fbcefce0
 def token_logprobs(
     model,  # the policy (gradients flow when enabled) or the reference (wrap in no_grad)
@@ -443,9 +538,10 @@ def token_logprobs(
     temperature: float = 1.0,  # the sampling temperature tau
     return_entropy: bool = False,  # also return the per-token entropy of softmax(logits / tau)
     group_size: int = 1,  # G > 1: rows come in contiguous groups of G sharing a prompt, run once
+    chunk_size: int | None = 1024,  # positions per LM-head chunk, recomputed in backward (None: full (N, T, V) logits)
 ):  # logp (N, T) float32, 0 where masked; and entropy (N, T) if asked
-    """Log-probs (and optionally entropies) of the completion tokens under `model`: one pass, or each prompt once if
-    `group_size` > 1."""
+    """Log-probs (and optionally entropies) of the completion tokens under `model`: one pass (each prompt once if
+    `group_size` > 1), the LM head over chunks of positions."""
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     (N, P), T = prompt_ids.shape, completion_ids.shape[-1]
@@ -456,19 +552,16 @@ def token_logprobs(
             f"{tuple(completion_ids.shape)}, {tuple(completion_mask.shape)}"
         )
     _check_groups(prompt_ids, prompt_mask, group_size)
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be None or an int >= 1, got {chunk_size!r}")
     cmask = completion_mask.to(torch.float32)
-    logits = (
-        _shared_prefix_logits(model, prompt_ids, prompt_mask, completion_ids, cmask, group_size)
-        if group_size > 1 and _prefix_ok(model)
-        else None
-    )
-    if logits is None:  # one plain pass over [x; y]
-        mask = torch.cat([prompt_mask.long(), cmask.long()], 1)  # (N, P + T)
-        logits = _forward(model, torch.cat([prompt_ids, completion_ids], 1), mask, T + 1, use_cache=False)[0][:, :-1]
-    z = logits.float() / temperature  # (N, T, V): positions P-1 .. P+T-2
-    lse = z.logsumexp(-1)  # (N, T)
-    logp = (z.gather(-1, completion_ids[..., None]).squeeze(-1) - lse) * cmask  # (N, T)
-    if not return_entropy:
-        return logp
-    entropy = (lse - (z.softmax(-1) * z).sum(-1)) * cmask  # (N, T)
-    return logp, entropy
+    head = None if chunk_size is None else _lm_head(model)
+    with _hidden_for_logits(head) as seen:
+        z = _scores(model, prompt_ids, prompt_mask, completion_ids, cmask, group_size)  # (N, T, d) or (N, T, V)
+    if 'amp' in seen:  # z are hidden states: the head runs chunk by chunk, under the autocast it had in the model
+        with torch.autocast(**seen['amp']):
+            out = chunked_logprobs(head, z, completion_ids, temperature, return_entropy, chunk_size)
+    else:  # z are the logits
+        out = _logp_entropy(z, completion_ids, temperature, return_entropy)
+    out = tuple(o * cmask for o in out)  # (N, T) each, 0 where masked
+    return out if return_entropy else out[0]

@@ -374,3 +374,187 @@ def test_shared_prefix_bad_groups(tok, model):
     ids, mask = r.prompt_ids.clone(), r.prompt_mask.clone()
     mask[1, 0] = 1 - mask[1, 0]                         # same ids, different mask
     with pytest.raises(ValueError, match=r'rows 0\.\.1'): token_logprobs(model, ids, mask, *args[2:], group_size=2)
+
+
+# ---------------------------------------------------------------- the chunked LM head (chunk_size) against the full logits
+from carerft.rollout import chunked_logprobs, _lm_head, _logp_entropy
+
+
+def rel_err(a, b):
+    "Largest difference relative to the largest entry: float32 round-off from a regrouped matmul is ~1e-7 of it."
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp(min=1e-30)).item()
+
+
+def with_grads(m, args, ps, **kw):
+    "log-probs, entropies, and the gradients of a loss using both with respect to `ps`."
+    out = token_logprobs(m, *args, return_entropy=True, **kw)
+    w = torch.randn(2, *out[0].shape, generator=torch.Generator().manual_seed(0))
+    return out + torch.autograd.grad(sum((o * wi).sum() for o, wi in zip(out, w)), ps)
+
+
+def assert_chunked_equal(m, r, temperature, G, sizes, rel=1e-6, rel_grad=2e-6):
+    "Values and entropies within `rel` of the full logits' (relative to the largest entry), gradients within `rel_grad`."
+    args = (r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask, temperature)
+    ps = [p for p in m.parameters() if p.requires_grad]
+    expect = with_grads(m, args, ps, group_size=G, chunk_size=None)
+    assert all(x.abs().max() > 0 for x in expect)      # every output and every gradient is live
+    for cs in sizes:
+        got = with_grads(m, args, ps, group_size=G, chunk_size=cs)
+        errs = [rel_err(a, b) for a, b in zip(got, expect)]
+        assert max(errs[:2]) < rel and max(errs[2:]) < rel_grad, (cs, errs)
+        for x in got[:2]: assert (x[r.completion_mask == 0] == 0).all()   # masked exactly as before
+
+
+@pytest.mark.parametrize('G,temperature', [(1, 1.0), (1, 0.7), (4, 1.3), (2, 0.9)])
+def test_chunked_matches_full_logits(tok, G, temperature):
+    "Values, entropies and every parameter's gradient, G = 1 (plain pass) and G > 1 (shared prefix; 2 = sub-groups)."
+    m = tiny_model(tok, hidden=32, heads=4, kv_heads=2, layers=2, seed=11).train()
+    r = sample(m, tok, PROMPTS, 4, 12, temperature=temperature, generator=torch.Generator().manual_seed(4))
+    NT = r.completion_ids.numel()
+    assert r.truncated.any() and not r.truncated.all() and (r.prompt_mask == 0).any() and NT % 7 and NT > 64
+    assert_chunked_equal(m, r, temperature, G, [1, 7, 64, NT, NT + 5, 1024])   # 7 does not divide N*T; NT + 5 > N*T
+
+
+def test_chunked_single_chunk_is_bit_exact():
+    "One chunk runs the same matmul on the same rows as the full path (Linear flattens the leading dims): bit-identical."
+    g = torch.Generator().manual_seed(0)
+    head, hidden = torch.nn.Linear(16, 40, bias=False), torch.randn(3, 5, 16, generator=g, requires_grad=True)
+    ids = torch.randint(0, 40, (3, 5), generator=g)
+    def grads(out): return torch.autograd.grad(out[0].sum() + 0.3 * out[1].sum(), (hidden, head.weight))
+    full = _logp_entropy(head(hidden), ids, 0.8, True)
+    expect = full + grads(full)
+    for cs in (15, 16, 1000):
+        out = chunked_logprobs(head, hidden, ids, 0.8, entropy=True, chunk_size=cs)
+        assert all(torch.equal(a, b) for a, b in zip(out + grads(out), expect))
+
+
+def test_chunked_wrong_stitching_is_caught():
+    "Guard: the comparison above catches a chunk stitched in the wrong place (positions flattened time-major, or chunks swapped)."
+    g = torch.Generator().manual_seed(1)
+    head, hidden = torch.nn.Linear(16, 40, bias=False), torch.randn(3, 5, 16, generator=g)
+    ids = torch.randint(0, 40, (3, 5), generator=g)
+    full = _logp_entropy(head(hidden), ids, 1.0, False)[0]
+    time_major = chunked_logprobs(head, hidden.transpose(0, 1).reshape(3, 5, 16), ids, chunk_size=4)[0]
+    out = chunked_logprobs(head, hidden, ids, chunk_size=4)[0].flatten()
+    swapped = torch.cat([out[4:8], out[:4], out[8:]]).view(3, 5)
+    assert rel_err(out.view(3, 5), full) < 1e-6
+    assert rel_err(time_major, full) > 1e-2 and rel_err(swapped, full) > 1e-2
+
+
+def test_chunked_is_the_default(tok, model):
+    "token_logprobs without chunk_size runs the LM head only on chunks (never inside the model's forward), and the hooks go."
+    r = sample(model, tok, PROMPTS, 2, 8, generator=torch.Generator().manual_seed(0))
+    args = (r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask)
+    shapes = []
+    (N, T), V = r.completion_ids.shape, len(tok)
+    in_model = {1: [(N, 0, V)], 2: [(N // 2, 0, V), (N, 0, V)]}      # plain pass; prompts once, then the completions
+    h = model.lm_head.register_forward_hook(lambda mod, a, out: shapes.append(tuple(out.shape)))
+    try:
+        for G in (1, 2):
+            shapes.clear()
+            token_logprobs(model, *args, group_size=G)
+            assert shapes == in_model[G] + [(N * T, V)], shapes             # empty inside the model, one chunk after
+            shapes.clear()
+            token_logprobs(model, *args, group_size=G, chunk_size=None)
+            assert shapes[0][-2] > 0 and all(len(s) == 3 for s in shapes)   # the old path: logits inside the model
+    finally:
+        h.remove()
+    assert not model.lm_head._forward_hooks and not model.lm_head._forward_pre_hooks
+
+
+def test_chunked_hooks_removed_on_error(tok, model):
+    ids, mask = torch.ones(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.long)
+    with pytest.raises(Exception):
+        token_logprobs(model, ids, mask, ids + 100, mask)     # token ids beyond the vocabulary: the forward raises
+    assert not model.lm_head._forward_hooks and not model.lm_head._forward_pre_hooks
+
+
+def test_chunked_peft_lora_on_the_head(tok):
+    "A LoRA adapter on lm_head (and q_proj): the chunks run the adapted head; adapter off (the LoRA reference) too."
+    peft = pytest.importorskip('peft')
+    base = tiny_model(tok, hidden=32, seed=12)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')              # peft's note on adapting a tied lm_head
+        m = peft.get_peft_model(base, peft.LoraConfig(r=4, target_modules=['q_proj', 'lm_head'], lora_dropout=0.0))
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if 'lora_B' in n: p.normal_(0, 0.1)
+    assert type(_lm_head(m)).__module__.startswith('peft')     # the head the chunks call is the adapted one
+    r = sample(_inner(m), tok, PROMPTS, 3, 10, generator=torch.Generator().manual_seed(0))
+    assert_chunked_equal(m.train(), r, 0.8, 1, [5, 1000])
+    assert_chunked_equal(m, r, 0.8, 3, [5])
+    args = (r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask)
+    with torch.no_grad():
+        on = token_logprobs(m, *args, chunk_size=5)
+        with m.disable_adapter():
+            off, off_full = token_logprobs(m, *args, chunk_size=5), token_logprobs(m, *args, chunk_size=None)
+    assert rel_err(off, off_full) < 1e-6 and rel_err(off, on) > 1e-3
+
+
+def test_chunked_follows_the_models_autocast(tok):
+    """accelerate's mixed precision wraps the model's forward in autocast, not the caller: the chunks run under the
+    autocast the head had inside the model, so the head computes in bf16 in both paths."""
+    m = tiny_model(tok, hidden=32, seed=13)
+    r = sample(m, tok, PROMPTS, 2, 8, generator=torch.Generator().manual_seed(0))
+    args = (r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask)
+    with torch.no_grad():
+        fp32 = token_logprobs(m, *args)
+        m.forward = torch.autocast('cpu', dtype=torch.bfloat16)(m.forward)    # what accelerate does
+        full, chunked = token_logprobs(m, *args, chunk_size=None), token_logprobs(m, *args, chunk_size=1000)
+    assert rel_err(full, fp32) > 1e-4                       # guard: bf16 really changes the numbers
+    assert rel_err(chunked, full) < 1e-6
+
+
+class FunctionalHeadLM(torch.nn.Module):
+    "Logits from the head's weight without calling the head module: the chunked path must notice and use the logits."
+    def __init__(self, m): super().__init__(); self.m = m
+    def get_output_embeddings(self): return self.m.lm_head
+    def forward(self, input_ids, attention_mask, position_ids, use_cache=False, logits_to_keep=0):
+        h = self.m.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+        return type('Out', (), dict(logits=h[:, -logits_to_keep:] @ self.m.lm_head.weight.T))
+
+
+class Wrapper(torch.nn.Module):
+    "A wrapper with `.module` that is not DDP (as FSDP and DeepSpeed engines are)."
+    def __init__(self, m): super().__init__(); self.module = m
+    def forward(self, **kw): return self.module(**kw)
+
+
+def test_chunked_falls_back_to_full_logits(tok):
+    "Soft-capped logits (Gemma 2), a head that is never called, a sharding wrapper: full logits, same numbers, no error."
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+    torch.manual_seed(0)
+    gemma = Gemma2ForCausalLM(Gemma2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                           num_attention_heads=4, num_key_value_heads=2, head_dim=8, final_logit_softcapping=2.0,
+                                           pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)).eval()
+    qwen = tiny_model(tok, hidden=32, seed=14)
+    assert _lm_head(gemma) is None and _lm_head(Wrapper(qwen)) is None and _lm_head(qwen) is qwen.lm_head
+    for m in (gemma, FunctionalHeadLM(qwen), Wrapper(qwen)):
+        inner = getattr(m, 'module', m)
+        r = sample(gemma if m is gemma else qwen, tok, PROMPTS, 2, 8, generator=torch.Generator().manual_seed(0))
+        args = (r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask, 0.9, True)
+        for a, b in zip(token_logprobs(m, *args), token_logprobs(m, *args, chunk_size=None)):
+            assert torch.equal(a, b)
+        ref, _ = ref_logprobs64(gemma if m is gemma else qwen, r, 0.9)
+        torch.testing.assert_close(token_logprobs(m, *args)[0].double(), ref, atol=1e-5, rtol=0)
+
+
+def test_chunked_under_ddp(tok, tmp_path):
+    "Through a (one-process, gloo) DistributedDataParallel wrapper the chunked path runs and equals the full logits."
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/pg', rank=0, world_size=1)
+    try:
+        ddp = DistributedDataParallel(tiny_model(tok, hidden=32, seed=15).train())
+        assert _lm_head(ddp) is ddp.module.lm_head
+        r = sample(ddp.module, tok, PROMPTS, 3, 8, generator=torch.Generator().manual_seed(0))
+        assert_chunked_equal(ddp, r, 0.9, 3, [5])
+        assert_chunked_equal(ddp, r, 0.9, 1, [5])
+    finally:
+        dist.destroy_process_group()
+
+
+def test_chunk_size_bad_values(tok, model):
+    ids, mask = torch.ones(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.long)
+    for cs in (0, -1, 2.0, True, '8'):
+        with pytest.raises(ValueError, match='chunk_size must be None or an int >= 1'): token_logprobs(model, ids, mask, ids, mask, chunk_size=cs)
