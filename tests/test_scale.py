@@ -1,0 +1,203 @@
+"Paper scale: the registered shapes' parameter counts, the memory plan against its arithmetic, and `carerft plan`."
+import dataclasses
+import inspect
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from carerft.cli import main
+from carerft.scale import (GPU_GIB, PRESETS, SHAPES, TERMS, GiB, KiB, RunSize, build_model, count_params,
+                           kv_bytes_per_token, plan_memory, run_size, shape_config)
+from carerft.rollout import token_logprobs
+from carerft.trainer import RFTConfig
+
+BIG = ('qwen2.5-math-1.5b', 'qwen2.5-3b', 'qwen2.5-7b')
+
+
+def paper(shape, **kw):
+    return plan_memory(shape, run_size('care-paper', **kw))
+
+
+# ---- shapes ----
+
+@pytest.mark.parametrize('shape, published', [('qwen2.5-math-1.5b', '1.544'), ('qwen2.5-3b', '3.086'),
+                                               ('qwen2.5-7b', '7.616')])
+def test_parameter_counts_match_the_published_ones(shape, published):
+    "Counted on the meta device, to the published precision (three decimals of a billion)."
+    assert f'{count_params(shape) / 1e9:.3f}' == published
+
+
+def test_exact_counts_and_tying():
+    assert [count_params(s) for s in BIG] == [1_543_714_304, 3_085_938_688, 7_615_616_512]
+    m = build_model('qwen2.5-7b')
+    assert m.lm_head.weight.is_meta and m.lm_head.weight is not m.model.embed_tokens.weight
+    m3 = build_model('qwen2.5-3b')
+    assert m3.lm_head.weight is m3.model.embed_tokens.weight   # tied: one tensor, counted once
+    c = shape_config('qwen2.5-math-1.5b')
+    assert (c.max_position_embeddings, c.tie_word_embeddings, c.vocab_size) == (4096, True, 151_936)
+
+
+def test_tiny_is_random_and_runs():
+    a, b = build_model('tiny', 'cpu', seed=3), build_model('tiny', 'cpu', seed=3)
+    assert torch.equal(a.lm_head.weight, b.lm_head.weight) and not a.lm_head.weight.is_meta
+    assert not torch.equal(a.lm_head.weight, build_model('tiny', 'cpu', seed=4).lm_head.weight)
+    assert a(torch.tensor([[5, 6]])).logits.shape == (1, 2, 151_936)
+
+
+# ---- the arithmetic of PAPER-SCALE.md ----
+
+def test_state_reference_kv_and_logits_reproduce_the_notes():
+    gib = lambda k: [round(paper(s)['terms_gib'][k], 1) for s in BIG]
+    states = [round(sum(paper(s)['terms_gib'][k] for k in ('weights', 'gradients', 'optimizer')), 1) for s in BIG]
+    assert states == [23.0, 46.0, 113.5]                                # 16 B/param
+    assert gib('reference') == [2.9, 5.7, 14.2]                         # bf16 reference
+    assert [kv_bytes_per_token(shape_config(s)) / KiB for s in BIG] == [28, 36, 56]
+    assert round(1000 * 151_936 * 4 / GiB, 2) == 0.57                  # one fp32 logits copy per 1,000 tokens
+    t8 = paper('qwen2.5-7b', optimizer='adamw8bit')['terms_gib']
+    assert round(t8['weights'] + t8['gradients'] + t8['optimizer'], 1) == 70.9   # ~10 B/param
+
+
+def test_plan_terms_are_the_equations():
+    "Every term of the 7B care-paper plan recomputed from its equation; phases are sums of their terms; peak the max."
+    p = paper('qwen2.5-7b', logprob_chunk=512)
+    n, c = p['params'], shape_config('qwen2.5-7b')
+    d, I, L, V = c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.vocab_size
+    N, rows, P, T = 48, 8, 512, 1024
+    s = 32 * d + 6 * (4 * 128) + 8 * I
+    want = dict(weights=4 * n, gradients=4 * n, optimizer=8 * n, reference=2 * n,
+                kv_cache=N * (P + T) * 2 * L * 4 * 128 * 2, ref_forward=N * (P + T) * s,
+                ref_logprob_head=512 * V * 10, autocast_copies=2 * (n - V * d),
+                activations=rows * (P + T) * (4 * L * d + 4 * s), logprob_head=512 * V * 20)
+    assert set(p['terms_gib']) == set(TERMS) == set(want)
+    for k, b in want.items():
+        assert math.isclose(p['terms_gib'][k], b / GiB, rel_tol=1e-12), k
+    for phase, total in p['phases_gib'].items():
+        assert math.isclose(total, sum(g for k, g in p['terms_gib'].items() if phase in TERMS[k][1]))
+    assert p['peak_gib'] == max(p['phases_gib'].values()) == p['phases_gib'][p['peak_phase']]
+    assert set(p['estimated']) == {'ref_forward', 'ref_logprob_head', 'activations', 'logprob_head'}
+
+
+def test_chunk_and_reference_and_checkpointing_change_what_they_should():
+    full, chunked = paper('qwen2.5-3b', logprob_chunk=None), paper('qwen2.5-3b', logprob_chunk=512)
+    assert full['terms_gib']['logprob_head'] / chunked['terms_gib']['logprob_head'] == 8 * 1024 / 512
+    assert full['terms_gib']['ref_logprob_head'] / chunked['terms_gib']['ref_logprob_head'] == 48 * 1024 / 512
+    assert paper('tiny', logprob_chunk=10**6)['terms_gib'] == paper('tiny', logprob_chunk=None)['terms_gib']
+    none = paper('qwen2.5-3b', reference='none')['terms_gib']
+    assert none['reference'] == none['ref_forward'] == none['ref_logprob_head'] == 0
+    assert paper('qwen2.5-3b', gradient_checkpointing=False)['terms_gib']['activations'] > 5 * full['terms_gib']['activations']
+
+
+@pytest.mark.parametrize('gpu_gib', [GPU_GIB, 139.0])
+def test_7b_plain_adamw_does_not_fit_but_8bit_does(gpu_gib):
+    "At 141e9 bytes (131.3 GiB) and at the 139 GiB a card holds in practice: the same verdicts."
+    v = lambda opt, chunk: plan_memory('qwen2.5-7b', run_size('care-paper', optimizer=opt, logprob_chunk=chunk), gpu_gib)
+    assert not v('adamw', None)['fits'] and not v('adamw', 512)['fits']
+    assert v('adamw8bit', 512)['fits']
+    assert not v('adamw8bit', None)['fits']        # full logits: the reference's scoring pass does not fit
+    assert round(GPU_GIB, 1) == 131.3
+
+
+def test_smaller_models_fit_at_paper_sizes():
+    assert all(paper(s)['fits'] for s in BIG[:2])
+
+
+def test_runsize_defaults_are_rftconfig_and_token_logprobs_defaults():
+    assert RunSize().logprob_chunk == inspect.signature(token_logprobs).parameters['chunk_size'].default == 1024
+    cfg = RFTConfig(progress=False)
+    for f in dataclasses.fields(RunSize):
+        if hasattr(cfg, f.name):
+            assert getattr(RunSize(), f.name) == getattr(cfg, f.name), f.name
+    assert RunSize.from_config(cfg) == RunSize()
+    assert PRESETS['care-paper'].prompts_per_step * PRESETS['care-paper'].group_size == 48
+
+
+# ---- carerft plan ----
+
+PAPER_7B = ['plan', '--shape', 'qwen2.5-7b', '--preset', 'care-paper']
+
+
+def test_cli_json_fits(capsys):
+    assert main(PAPER_7B + ['--optimizer', 'adamw8bit', '--json']) == 0          # the chunked head by default
+    out = json.loads(capsys.readouterr().out)
+    assert out['params'] == 7_615_616_512 and out['fits'] is True and 100 < out['peak_gib'] < GPU_GIB
+    assert out == json.loads(json.dumps(paper('qwen2.5-7b', optimizer='adamw8bit')))
+    assert out['run']['logprob_chunk'] == 1024
+
+
+def test_cli_full_logits_with_none(capsys):
+    "--logprob-chunk none: full logits, and 7B with 8-bit AdamW no longer fits (the reference's scoring pass)."
+    assert main(PAPER_7B + ['--optimizer', 'adamw8bit', '--logprob-chunk', 'none', '--json']) == 3
+    out = json.loads(capsys.readouterr().out)
+    assert out['run']['logprob_chunk'] is None and out['peak_phase'] == 'scoring'
+    assert round(out['terms_gib']['ref_logprob_head'], 1) == 69.6
+
+
+def test_cli_does_not_fit_exits_3_and_says_why(capsys):
+    assert main(PAPER_7B + ['--logprob-chunk', '512', '--json']) == 3
+    cap = capsys.readouterr()
+    out = json.loads(cap.out)                                  # stdout is still the one JSON object
+    assert out['fits'] is False and out['peak_gib'] > out['gpu_gib']
+    assert cap.err.startswith('carerft plan: does not fit: peak ') and '--gpu-gib 131.3' in cap.err
+    assert 'optimizer state 56.7 GiB (--optimizer adamw8bit)' in cap.err and len(cap.err.splitlines()) == 1
+
+
+def test_cli_table_for_the_three_shapes(capsys):
+    for shape in BIG[:2]:
+        assert main(['plan', '--shape', shape, '--preset', 'care-paper']) == 0
+        text = capsys.readouterr().out
+        assert text.startswith(f'{shape}: ') and ': fits' in text and 'KV cache of the rollout' in text
+    assert main(PAPER_7B) == 3
+    assert ': does not fit' in capsys.readouterr().out
+
+
+def test_cli_flags_override_the_preset(capsys):
+    assert main(PAPER_7B + ['--optimizer', 'adamw8bit', '--group-size', '4', '--no-gradient-checkpointing',
+                            '--grad-accum-steps', '16', '--gpu-gib', '200', '--json']) == 0
+    run = json.loads(capsys.readouterr().out)['run']
+    assert (run['group_size'], run['prompts_per_step'], run['gradient_checkpointing'], run['grad_accum_steps']) == \
+        (4, 4, False, 16)
+    assert main(['plan', '--shape', 'tiny', '--json']) == 0                 # no preset: RFTConfig's sizes
+    assert json.loads(capsys.readouterr().out)['run'] == dataclasses.asdict(RunSize())
+
+
+@pytest.mark.parametrize('argv, msg', [
+    (['--shape', 'qwen2.5-14b'], f"--shape must be one of {', '.join(SHAPES)}, got 'qwen2.5-14b'"),
+    (['--shape', 'tiny', '--preset', 'dapo'], "--preset must be one of care-paper, got 'dapo'"),
+    (['--shape', 'tiny', '--gpu-gib', 'nan'], '--gpu-gib must be a finite number > 0, got nan'),
+    (['--shape', 'tiny', '--gpu-gib', '0'], '--gpu-gib must be a finite number > 0, got 0.0'),
+    (['--shape', 'tiny', '--group-size', '0'], '--group-size must be an int >= 1, got 0'),
+    (['--shape', 'tiny', '--max-new-tokens', '-5'], '--max-new-tokens must be an int >= 1, got -5'),
+    (['--shape', 'tiny', '--logprob-chunk', '0'], '--logprob-chunk must be an int >= 1, got 0'),
+    (['--shape', 'tiny', '--grad-accum-steps', '3'], '--grad-accum-steps must divide prompts_per_step * group_size = 64'),
+    (['--shape', 'tiny', '--optimizer', 'adam'], "--optimizer must be one of adamw, adamw8bit, got 'adam'"),
+    (['--shape', 'tiny', '--reference', 'fp16'], "--reference must be one of bf16, fp32, none, got 'fp16'"),
+    (['--shape', 'qwen2.5-math-1.5b', '--preset', 'care-paper', '--max-new-tokens', '4000'],
+     '--max-new-tokens too long: max_prompt_len + max_new_tokens = 4512 exceeds the 4096-token context'),
+])
+def test_bad_input_names_the_flag(capsys, argv, msg):
+    assert main(['plan', *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'carerft plan: error: {msg}'), err
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize('argv', [['plan'], ['plan', '--shape', 'tiny', '--group-size', 'x']])
+def test_malformed_command_line_is_argparse_usage(capsys, argv):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2 and 'usage: carerft plan' in capsys.readouterr().err
+
+
+def test_console_script_exit_code():
+    "The shell sees 3 for a plan that does not fit and 0 for one that does."
+    exe = shutil.which('carerft') or str(Path(sys.executable).parent / 'carerft')
+    no = subprocess.run([exe, *PAPER_7B], capture_output=True, text=True)
+    yes = subprocess.run([exe, *PAPER_7B, '--optimizer', 'adamw8bit', '--json'], capture_output=True, text=True)
+    assert (no.returncode, yes.returncode) == (3, 0), no.stderr + yes.stderr
+    assert 'does not fit' in no.stdout and json.loads(yes.stdout)['fits'] is True
