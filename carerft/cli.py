@@ -120,7 +120,14 @@ def config_flags() -> dict[str, dict]:
 _TRAIN_OTHER = ('model', 'data', 'prompt_field', 'reward', 'algo', 'reg', 'beta', 'alpha')
 
 
-def _add_train_args(t):
+def _add_train(sub) -> argparse.ArgumentParser:
+    "The `train` subcommand: data, model and reward flags, then one flag per RFTConfig field."
+    t = sub.add_parser(
+        'train',
+        help='RL-finetune a causal LM (GRPO/DAPO/GSPO with no KL, RKL or CARE)',
+        epilog=TRAIN_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     t.add_argument('--config', help='JSON or YAML file with any of these options (flags override it)')
     t.add_argument('--model', help='model folder or hub name (required)')
     t.add_argument('--data', help='.jsonl/.json/.csv file or hub dataset name with a prompt field (required)')
@@ -132,6 +139,7 @@ def _add_train_args(t):
     t.add_argument('--alpha', type=float, default=None, help='SRKL skew, in [0, 1) (default 0.8)')
     for name, kw in config_flags().items():
         t.add_argument('--' + name.replace('_', '-'), **kw)
+    return t
 
 # %% ../nbs/13_cli.ipynb #rdcfg01
 def _read_config(path: str) -> dict:
@@ -175,14 +183,10 @@ def _train_options(args) -> dict:
     return opts
 
 
-def _flag_error(err: ValueError) -> ValueError:
-    """An RFTConfig message starts with a field name: say the flag instead ('max_grad_norm must' -> '--max-grad-norm
-    must')."""
-    msg = str(err)
-    name = msg.split(' ', 1)[0]
-    if name in config_flags():
-        msg = '--' + name.replace('_', '-') + msg[len(name) :]
-    return ValueError(msg.replace('resume=True', '--resume').replace('overwrite=True', '--overwrite'))
+def _train_error(err: Exception) -> Exception:
+    "A trainer message in the command's words: the flag for a field's name, --resume / --overwrite for resume=True ..."
+    err = _as_flag(err, _add_train)
+    return type(err)(str(err).replace('resume=True', '--resume').replace('overwrite=True', '--overwrite'))
 
 # %% ../nbs/13_cli.ipynb #trncmd1
 def _tiny_train_command(folder: str = 'tiny') -> str:
@@ -207,15 +211,15 @@ def train_cmd(opts: dict):
         cfg = RFTConfig(algo=make_algo(opts.get('algo', 'grpo')), reg=reg, **fields)
         check_output_dir(cfg)  # before loading any model: a refused folder costs nothing
     except ValueError as e:
-        raise _flag_error(e) from None
+        raise _train_error(e) from None
     reward = load_reward(opts.get('reward', 'math'))
     rows = load_rows(opts['data'], opts.get('prompt_field', 'prompt'))
     model, tok = load_model(opts['model'], cfg.bf16), load_tokenizer(opts['model'])
     ref = load_model(opts['model'], cfg.bf16) if reg.needs_ref else None
     try:
         trainer = RFTTrainer(model, tok, rows, reward, cfg, ref_model=ref)
-    except (ValueError, RuntimeError) as e:  # the trainer says resume=True, overwrite=True: say the flags
-        raise type(e)(str(e).replace('resume=True', '--resume').replace('overwrite=True', '--overwrite')) from None
+    except (ValueError, RuntimeError) as e:
+        raise _train_error(e) from None
     trainer.train()
     print(f"done: {trainer.state.step} steps; log in {cfg.output_dir}/log.csv, model in {cfg.output_dir}/final")
     return trainer
@@ -227,12 +231,12 @@ def _flags(add) -> dict[str, str]:
     return {a.dest: a.option_strings[0] for a in p._actions if a.option_strings and a.dest != 'help'}
 
 
-def _as_flag(err: ValueError, add) -> ValueError:
+def _as_flag(err: Exception, add) -> Exception:
     "A library message that starts with an argument's name, saying its flag instead ('n_samples' -> '--n-samples')."
     flags = _flags(add)
     name, _, rest = str(err).partition(' ')
     if name in flags:
-        return ValueError(f'{flags[name]} {rest}')
+        return type(err)(f'{flags[name]} {rest}')
     return err
 
 # %% ../nbs/13_cli.ipynb #evalcmd1
@@ -531,14 +535,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument(
         '--out', default='carerft_explain.png', help="figure path; '' for none (default carerft_explain.png)"
     )
-    _add_train_args(
-        sub.add_parser(
-            'train',
-            help='RL-finetune a causal LM (GRPO/DAPO/GSPO with no KL, RKL or CARE)',
-            epilog=TRAIN_EXAMPLE,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-    )
+    _add_train(sub)
     t = sub.add_parser('tiny', help='write a tiny random model and a JSONL file of sums, for a first carerft train run')
     t.add_argument('--out', default='tiny', help='folder for model/ and data.jsonl (default tiny)')
     _add_eval(sub)

@@ -23,7 +23,7 @@ from transformers.utils import logging as hf_logging
 
 from .algos import ALGOS, make_algo
 from .divergences import REGS, make_reg
-from .trainer import RFTConfig, RFTTrainer
+from .trainer import RFTConfig, RFTTrainer, checkpoint_paths
 from . import toyworld as tw
 
 # %% ../nbs/11_compare.ipynb #61cbeb8a
@@ -123,8 +123,7 @@ EVAL_DEFAULTS = dict(n_questions=400, n_samples=8, temperature=1.0)  # evaluate_
 
 def trainer_flags(folder: Path) -> dict:
     "resume=True if the arm's folder has a checkpoint, else overwrite=True (only compare's unfinished work is there)."
-    found = (folder / 'checkpoints').glob('step-*')
-    has = any(p.is_dir() and re.fullmatch(r'step-\d+', p.name) for p in found)
+    has = bool(checkpoint_paths(folder / 'checkpoints'))
     return dict(resume=has, overwrite=not has)
 
 
