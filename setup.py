@@ -17,6 +17,8 @@ py_versions = '3.10 3.11 3.12 3.13'.split()
 
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = (cfg.get('dev_requirements') or '').split()
+# optional extras: `pip install carerft[bnb]` for RFTConfig(optimizer='adamw8bit') (8-bit AdamW, CUDA)
+extras = {'dev': dev_requirements, 'bnb': (cfg.get('bnb_requirements') or '').split()}
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 
@@ -32,7 +34,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require=extras,
     dependency_links=cfg.get('dep_links', '').split(),
     python_requires='>=' + min_python,
     long_description=open('README.md', encoding='utf-8').read(),

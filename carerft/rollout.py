@@ -179,9 +179,9 @@ def _grow_layer():
     return _GrowLayer, DynamicLayer
 
 
-def _preallocate(cache, extra: int) -> int:
-    """Give every plain dynamic layer of `cache` room for `extra` more positions, written in place; returns how many
-    layers."""
+def _preallocate(cache, extra: int, dtype: torch.dtype | None = None) -> int:
+    """Give every plain dynamic layer of `cache` room for `extra` more positions, written in place and held in `dtype`
+    (None: the layer's own); returns how many layers."""
     cls = _grow_layer()
     if cls is None or not isinstance(getattr(cache, 'layers', None), list):
         return 0
@@ -190,10 +190,9 @@ def _preallocate(cache, extra: int) -> int:
         if type(layer) is not plain or not layer.is_initialized or layer.keys is None or layer.keys.ndim != 4:
             continue
         N, H, L, D = layer.keys.shape
-        kbuf, vbuf = (
-            layer.keys.new_empty(N, H, L + extra, D),
-            layer.values.new_empty(N, H, L + extra, layer.values.shape[-1]),
-        )
+        dt = layer.keys.dtype if dtype is None else dtype
+        kbuf = layer.keys.new_empty(N, H, L + extra, D, dtype=dt)
+        vbuf = layer.values.new_empty(N, H, L + extra, layer.values.shape[-1], dtype=dt)
         kbuf[:, :, :L], vbuf[:, :, :L] = layer.keys, layer.values
         layer.__class__, layer._kbuf, layer._vbuf = grow, kbuf, vbuf
         layer.keys, layer.values = kbuf[:, :, :L], vbuf[:, :, :L]
@@ -201,6 +200,11 @@ def _preallocate(cache, extra: int) -> int:
     return n
 
 # %% ../nbs/04_rollout.ipynb #fdf566e6
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    "The dtype autocast computes in on `device`'s type, None outside autocast."
+    return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+
+
 @torch.inference_mode()
 def _decode(
     model,
@@ -224,8 +228,8 @@ def _decode(
     logits, out = _forward(model, ids, mask, 1, use_cache=True)
     cache = out.cache if getattr(out, 'cache', None) is not None else out.past_key_values
     cache.batch_repeat_interleave(G)
-    if preallocate:
-        _preallocate(cache, max_new_tokens)  # in-place appends from here on
+    if preallocate:  # in-place appends from here on, in the compute dtype under autocast
+        _preallocate(cache, max_new_tokens, _autocast_dtype(dev))
     logits = logits[:, -1].repeat_interleave(G, 0)  # (N, V)
     pos = positions(mask)[:, -1:].repeat_interleave(G, 0)  # (N, 1)
     attn = torch.ones(N, P + max_new_tokens, dtype=mask.dtype, device=dev)  # (N, P + T), sliced per step
@@ -309,6 +313,39 @@ def sample_ids(
     )
     return ids.clone(), logp.clone()  # out of inference mode: usable in autograd
 
+# %% ../nbs/04_rollout.ipynb #bdgcode1
+def _sub_batches(B: int, G: int, width: int, max_batch_tokens: int | None) -> list[slice]:
+    "Slices of whole prompts (each with its G completions) holding G * prompts * width <= budget, >= 1 prompt each."
+    k = B if max_batch_tokens is None else max(1, max_batch_tokens // (G * width))
+    return [slice(s, s + k) for s in range(0, B, k)]
+
+
+def _check_budget(max_batch_tokens, all_done, max_prompt_len):
+    "Refuse a token budget that is not a positive int, or one that sharded processes could cut differently."
+    if max_batch_tokens is None:
+        return
+    if isinstance(max_batch_tokens, bool) or not isinstance(max_batch_tokens, int) or max_batch_tokens < 1:
+        raise ValueError(f"max_batch_tokens must be None or an int >= 1, got {max_batch_tokens!r}")
+    if all_done is not None and max_prompt_len is None:
+        raise ValueError(
+            f"max_batch_tokens={max_batch_tokens} with all_done (sharded weights) needs max_prompt_len: every process "
+            "must cut the same number of sub-batches"
+        )
+
+
+def _sample_part(model, ids, mask, G: int, max_new_tokens: int, eos: list, pad_id: int, *args) -> tuple:
+    "Sample one sub-batch, its all-padding columns dropped: (completion_ids, logp, completion mask, truncated)."
+    keep = mask.sum(0) > 0  # (P,) columns holding a prompt token in some row
+    comp, logp = sample_ids(model, ids[:, keep], mask[:, keep], G, max_new_tokens, eos, pad_id, *args)  # (n, T')
+    cmask, truncated = completion_masks(comp, torch.tensor(eos, device=comp.device))
+    return comp, logp, cmask, truncated
+
+
+def _right_pad_cat(xs: list, value) -> torch.Tensor:
+    "Concatenate (n_i, T_i) tensors along rows, each right-padded with `value` to the widest."
+    T = max(x.shape[1] for x in xs)
+    return torch.cat([torch.nn.functional.pad(x, (0, T - x.shape[1]), value=value) for x in xs])
+
 # %% ../nbs/04_rollout.ipynb #de5060fa
 def sample(
     model,  # a transformers causal LM
@@ -324,30 +361,23 @@ def sample(
     top_p: float | None = None,  # sample within the top-p nucleus only
     ref_model=None,  # if given, also fill `ref_logp` with this model's log-probs at `temperature`
     all_done=None,  # sharded multi-process models: turns this process's "all rows done" into everyone's
+    max_batch_tokens: int
+    | None = None,  # sample in sub-batches of groups of at most this many tokens (None: one batch)
 ) -> Rollout:
     "Sample `group_size` completions for each prompt and return them with log-probs, masks and truncation flags."
     if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r:.80}")
     if max_prompt_len is not None and (not isinstance(max_prompt_len, int) or max_prompt_len < 1):
         raise ValueError(f"max_prompt_len must be None or an int >= 1, got {max_prompt_len!r}")
+    _check_budget(max_batch_tokens, all_done, max_prompt_len)
     pad_id, eos = special_ids(tokenizer, model)
     ids, mask = encode_prompts(tokenizer, prompts, pad_id, max_prompt_len)  # (B, P)
-    comp, logp = sample_ids(
-        model,
-        ids,
-        mask,
-        group_size,
-        max_new_tokens,
-        eos,
-        pad_id,
-        temperature,
-        generator,
-        suppress_eos,
-        top_k,
-        top_p,
-        all_done,
-    )  # (N, T)
-    cmask, truncated = completion_masks(comp, torch.tensor(eos, device=comp.device))
+    width = (ids.shape[1] if all_done is None else max_prompt_len) + max_new_tokens
+    args = (group_size, max_new_tokens, eos, pad_id, temperature, generator, suppress_eos, top_k, top_p, all_done)
+    slices = _sub_batches(len(prompts), group_size, width, max_batch_tokens)
+    parts = [_sample_part(model, ids[s], mask[s], *args) for s in slices]
+    comp, logp, cmask = (_right_pad_cat([p[i] for p in parts], v) for i, v in ((0, pad_id), (1, 0.0), (2, False)))
+    truncated = torch.cat([p[3] for p in parts])  # (N,)
     lengths = cmask.sum(-1)  # (N,)
     G, dev = group_size, comp.device
     r = Rollout(

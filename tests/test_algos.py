@@ -5,7 +5,7 @@ import math, statistics, warnings
 import pytest
 import torch
 from carerft.algos import (GRPO, DAPO, GSPO, group_advantages, filter_groups, dynamic_sample, soft_overlong_punishment,
-                           clipped_surrogate, token_mean, sequence_mean)
+                           clipped_surrogate, token_mean, sequence_mean, IS_MODES, truncated_is_weights)
 from carerft.divergences import NoKL, RKL, SRKL
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -221,3 +221,62 @@ def test_clipped_surrogate_matches_reference_elementwise():
     for A in [-2.0, -0.3, 0.0, 0.7, 1.5]:
         got = clipped_surrogate(ratio, torch.tensor(A, dtype=torch.float64), 0.2, 0.28)
         assert got.tolist() == pytest.approx([ref_surrogate(r, A, 0.2, 0.28) for r in ratio.tolist()], abs=1e-15)
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Truncated importance sampling of the sampler mismatch (issue 11, item 7): a loop reference, TRL's semantics.
+# ---------------------------------------------------------------------------------------------------------------------
+def ref_is_weight(old, smp, mask, mode, cap):
+    "Per-token weights from lists: w = exp(old - sampler) per token, or exp(sum over the row's tokens) per sequence."
+    out = []
+    for o_row, s_row, m_row in zip(old, smp, mask):
+        seq = math.exp(sum((o - s) * m for o, s, m in zip(o_row, s_row, m_row)))
+        row = []
+        for o, s, m in zip(o_row, s_row, m_row):
+            w = seq if mode.startswith('sequence') else math.exp((o - s) * m)
+            row.append(min(w, cap) if mode.endswith('truncate') else (w if w <= cap else 0.0))
+        out.append(row)
+    return out
+
+@pytest.mark.parametrize('mode', IS_MODES)
+def test_truncated_is_weights_match_the_loop_reference(mode):
+    g = torch.Generator().manual_seed(7)
+    for cap in (1.0, 1.5, 3.0, 10.0):
+        old = -torch.rand(5, 6, generator=g, dtype=torch.float64) * 3
+        smp = old + torch.randn(5, 6, generator=g, dtype=torch.float64) * 0.4
+        mask = (torch.rand(5, 6, generator=g) > 0.3).double()
+        got = truncated_is_weights(old, smp, mask, mode, cap)
+        want = ref_is_weight(old.tolist(), smp.tolist(), mask.tolist(), mode, cap)
+        assert got.tolist() == [pytest.approx(r, rel=1e-12) for r in want]
+        assert (got <= cap).all() and (got >= 0).all()
+
+@pytest.mark.parametrize('algo', [GRPO(), DAPO(), GSPO()], ids=repr)
+def test_is_weight_scales_the_surrogate_gradient_only(algo):
+    "loss(w) gradient = gradient of aggregate(w * surrogate) + gradient of aggregate(penalty), for any w."
+    g = torch.Generator().manual_seed(3)
+    N, T = 6, 5
+    logp = (-torch.rand(N, T, generator=g, dtype=torch.float64) * 2).requires_grad_()
+    old = logp.detach() + torch.randn(N, T, generator=g, dtype=torch.float64) * 0.05
+    ref = logp.detach() - 0.2
+    adv = torch.randn(N, generator=g, dtype=torch.float64)
+    mask = (torch.rand(N, T, generator=g) > 0.2).double()
+    w = torch.rand(N, T, generator=g, dtype=torch.float64) * 2
+    loss, stats = algo.loss(logp, old, ref, adv, mask, RKL(0.1), is_weight=w)
+    (grad,) = torch.autograd.grad(loss, logp)
+    ratio = torch.exp(algo.log_ratio(logp, old, mask))
+    pg = clipped_surrogate(ratio, adv[:, None], algo.eps_low, algo.eps_high)
+    want = algo.aggregate(w * pg, mask) + algo.aggregate(RKL(0.1)(logp, ref), mask)
+    (want_grad,) = torch.autograd.grad(want, logp)
+    assert loss.item() == pytest.approx(want.item(), rel=1e-12)
+    torch.testing.assert_close(grad, want_grad, rtol=1e-12, atol=1e-14)
+    _, plain = algo.loss(logp, old, ref, adv, mask, RKL(0.1))
+    assert stats['penalty'] == pytest.approx(plain['penalty'], rel=1e-12)   # the penalty never sees the weight
+
+def test_truncated_is_weights_bad_input():
+    x = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        truncated_is_weights(x, x, x, 'token_clip')
+    for cap in (0, -1.0, math.nan, math.inf, True):
+        with pytest.raises(ValueError, match='cap must be a finite number > 0'):
+            truncated_is_weights(x, x, x, cap=cap)
+    with pytest.raises(ValueError, match='is_weight'):
+        GRPO().loss(x, x, x, torch.zeros(2), x, NoKL(), is_weight=x[:, :2])

@@ -134,3 +134,67 @@ def test_truthfulqa_no_comment_is_abstention():
     assert len(rows) == 817
     no_comment = [r['Best Answer'] for r in rows if r['Best Answer'] == 'I have no comment']
     assert len(no_comment) == 56 and all(is_abstention(a) for a in no_comment)
+
+
+# ---------------------------------------------------------------- the paper's prompt and format reward (issue 11)
+from carerft.answers import (PAPER_SYSTEM_PROMPT, REWARDS, answer_part, format_reward, gsm8k_reward, math_reward,
+                             paper_prompt)
+
+
+def test_paper_prompt_wraps_the_problem_verbatim():
+    problem = 'Let $f(x) = \\frac{1}{x}$.\n  Find $f(2)$.  '
+    p = paper_prompt(problem)
+    assert p == PAPER_SYSTEM_PROMPT + '\n\nUser: ' + problem + '\nAssistant: <think>\n'
+    assert '\\boxed{}' in PAPER_SYSTEM_PROMPT and '{{' not in PAPER_SYSTEM_PROMPT
+    assert '\x07' not in p and '\x08' not in p                              # no "\a" / "\b" slipped into the text
+
+
+@pytest.mark.parametrize('bad', [None, '', '  \n', 3, ['q']])
+def test_paper_prompt_refuses_a_non_problem(bad):
+    with pytest.raises(ValueError, match='problem must be a non-empty str'): paper_prompt(bad)
+
+
+@pytest.mark.parametrize('completion', [
+    'r </think> \\boxed{1}', '<think>r</think>\\boxed{1}',
+    '  <think>\nr\n</think>\n<answer>\n\\boxed{x^{2}}\n</answer>',
+    'r\n</think>\nThe answer is $\\boxed{\\frac{1}{2}}$. Done.', 'r </think> \\boxed{1} then \\boxed{2}'])
+def test_format_reward_accepts_the_prompted_structure(completion):
+    assert format_reward(['p'], [completion]) == [1.0]
+
+
+@pytest.mark.parametrize('completion', [
+    '', 'r', '\\boxed{1}', 'r </think>', 'r </think> 1', '</think> \\boxed{1}', ' \n </think> \\boxed{1}',
+    '<think> </think> \\boxed{1}', 'r \\boxed{1} </think>', 'r </think> \\boxed{1} </think>', 'r </think> \\boxed{}',
+    'r </think> \\boxed{1', 'x <think> r </think> \\boxed{1}', '<think><think> r </think> \\boxed{1}',
+    'r </think> <think> s </think> \\boxed{1}'])
+def test_format_reward_refuses_other_structures(completion):
+    assert format_reward(['p'], [completion]) == [0.0]
+
+
+def test_format_reward_is_per_completion_and_ignores_columns():
+    good, bad = 'r </think> \\boxed{1}', 'r \\boxed{1}'
+    out = format_reward(['p'] * 4, [good, bad, bad, good], answer=['9'] * 4, anything=[None] * 4)
+    assert out == [1.0, 0.0, 0.0, 1.0] and all(type(x) is float for x in out)
+    assert format_reward([], []) == []
+    with pytest.raises(ValueError, match='completion must be a str'): format_reward(['p'], [b'r </think> \\boxed{1}'])
+
+
+def test_answer_part_cases():
+    assert answer_part('a </think> b </think> c') == ' c'
+    assert answer_part('no tag') == 'no tag' and answer_part('') == ''
+    with pytest.raises(ValueError, match='text must be a str'): answer_part(None)
+
+
+def test_rewards_grade_the_answer_part_only():
+    "A box in the reasoning is not the answer: only what follows </think> is graded (no tag: the whole completion)."
+    cs = ['\\boxed{2} </think> \\boxed{3}', '\\boxed{3} </think> \\boxed{2}', '\\boxed{2} </think> I give up',
+          '\\boxed{2}']
+    assert math_reward(['p'] * 4, cs, ['2'] * 4) == [0.0, 1.0, 0.0, 1.0]
+    assert gsm8k_reward(['p'] * 2, ['#### 2 </think> #### 3', '#### 3 </think> #### 2'], ['2'] * 2) == [0.0, 1.0]
+
+
+def test_rewards_registry_and_the_paper_weighting():
+    assert REWARDS['format'] is format_reward and set(REWARDS) == {'math', 'gsm8k', 'format'}
+    cs = ['one and one </think> \\boxed{2}', 'it is \\boxed{2}', 'hm </think> \\boxed{3}', 'hm']
+    both = [m + f for m, f in zip(REWARDS['math'](['p'] * 4, cs, ['2'] * 4), REWARDS['format'](['p'] * 4, cs))]
+    assert both == [2.0, 1.0, 1.0, 0.0]

@@ -435,9 +435,128 @@ def test_eval_options_are_checked_at_the_boundary(model, tok, tmp_path, capsys, 
     (dict(limit=0), 'limit must be an int >= 1, got 0'),
     (dict(temperature='1'), "temperature must be a finite number > 0, got '1'"),
     (dict(benchmarks=[]), 'benchmarks is empty'),
-    (dict(benchmarks='gsm8k', seed=-2), 'seed must be an int >= 0, got -2')])
+    (dict(benchmarks='gsm8k', seed=-2), 'seed must be an int >= 0, got -2'),
+    (dict(preset='care'), "unknown preset 'care': known presets are care-paper"),
+    (dict(bf16=1), 'bf16 must be a bool, got 1'),
+    (dict(prompt='r1'), "prompt must be one of benchmark, paper, got 'r1'"),
+    (dict(batch_tokens=0), 'batch_tokens must be an int >= 1, got 0'),
+    (dict(preset='care-paper', n_samples=0), 'n_samples must be an int >= 1, got 0')])
 def test_run_eval_names_the_argument(tmp_path, kw, said):
     "run_eval, behind `carerft eval`, checks its arguments before any work and names them (the command says the flag)."
     with pytest.raises(ValueError) as e:
         ev.run_eval(str(tmp_path / 'no-model'), **dict(dict(data=FIX, out=tmp_path / 'o'), **kw))
     assert said in str(e.value) and not (tmp_path / 'o').exists()
+
+
+# ---------------------------------------------------- token budgets, bf16 and the care-paper preset (issue 11)
+from carerft.answers import PAPER_SYSTEM_PROMPT, paper_prompt
+from carerft.evaluate import EVAL_DEFAULTS, EVAL_PRESETS, eval_settings, question_batches, with_prompt
+
+
+class _LenTok:
+    "A stand-in tokenizer: one token per character (only the lengths matter to question_batches)."
+    def __call__(self, texts): return {'input_ids': [[0] * len(t) for t in texts]}
+
+
+@pytest.mark.parametrize('seed', range(20))
+def test_question_batches_sweep(seed):
+    "Random prompt lengths and budgets: batches keep the order, respect the budget, and are cut greedily."
+    rng = np.random.default_rng(seed)
+    n, N, T = int(rng.integers(1, 30)), int(rng.integers(1, 9)), int(rng.integers(1, 50))
+    rows = [dict(benchmark='gsm8k', id=str(i), prompt='x' * int(rng.integers(1, 80))) for i in range(n)]
+    P = {r['id']: len(r['prompt']) for r in rows}
+    cost = lambda b: len(b) * N * (max(P[r['id']] for r in b) + T)
+    budget = int(N * (max(P.values()) + T) * rng.uniform(1, 6))
+    batches = question_batches(rows, _LenTok(), N, T, batch_tokens=budget)
+    assert sum(batches, []) == rows and all(batches)
+    assert all(cost(b) <= budget for b in batches)
+    assert all(cost(a + b[:1]) > budget for a, b in zip(batches, batches[1:]))   # the next question did not fit
+
+
+def test_question_batches_refuses_a_budget_below_one_question(rows):
+    gs = rows['gsm8k']
+    longest = max(range(len(gs)), key=lambda i: len(gs[i]['prompt']))
+    need = 3 * (len(gs[longest]['prompt']) + 5)
+    assert len(question_batches(gs, _LenTok(), 3, 5, batch_tokens=need)) == len(gs)
+    with pytest.raises(ValueError) as e: question_batches(gs, _LenTok(), 3, 5, batch_tokens=need - 1)
+    assert f'batch_tokens={need - 1}' in str(e.value)
+    assert f"= {need} tokens (question {gs[longest]['id']!r})" in str(e.value)
+
+
+def test_one_big_batch_equals_batch_size_of_everything(model, tok, rows):
+    "A budget that holds every question cuts the same single batch as batch_size = len(rows): the same records."
+    kw = dict(n_samples=2, max_new_tokens=5, n_boot=10, progress=False)
+    rs = rows['selfaware']
+    assert evaluate(model, tok, rs, batch_tokens=10**7, **kw) == evaluate(model, tok, rs, batch_size=len(rs), **kw)
+
+
+def test_bf16_runs_the_sampler_under_autocast(monkeypatch, model, tok, rows):
+    seen = []
+    def spy(fn):
+        def wrapped(*a, **k):
+            on = torch.is_autocast_enabled('cpu') and torch.get_autocast_dtype('cpu') == torch.bfloat16
+            seen.append((fn.__name__, on))
+            return fn(*a, **k)
+        return wrapped
+    for name in ('sample', 'greedy', 'choice_logprobs'): monkeypatch.setattr(ev, name, spy(getattr(ev, name)))
+    for bf16 in (False, True):
+        evaluate(model, tok, rows['gsm8k'][:1], n_samples=2, max_new_tokens=3, n_boot=5, progress=False, bf16=bf16)
+        evaluate(model, tok, rows['truthfulqa'][:1], n_boot=5, progress=False, bf16=bf16)
+    assert seen == [('sample', False), ('greedy', False), ('choice_logprobs', False),
+                    ('sample', True), ('greedy', True), ('choice_logprobs', True)]
+    assert not torch.is_autocast_enabled('cpu')                                # and switched off afterwards
+
+
+def test_eval_settings_precedence():
+    assert eval_settings() == EVAL_DEFAULTS
+    paper = eval_settings('care-paper')
+    assert paper == EVAL_DEFAULTS | EVAL_PRESETS['care-paper']
+    assert [paper[k] for k in ('n_samples', 'temperature', 'max_new_tokens', 'prompt')] == [8, 0.7, 1024, 'paper']
+    assert list(paper['benchmarks']) == list(BENCHMARKS)
+    assert eval_settings('care-paper', temperature=1.0, bf16=False, n_samples=None)['temperature'] == 1.0
+    assert eval_settings('care-paper', bf16=False)['bf16'] is False          # False is given, not absent
+    for bad in ('care', 'CARE-PAPER', 3, ['care-paper']):
+        with pytest.raises(ValueError, match=r"unknown preset .*: known presets are care-paper"): eval_settings(bad)
+
+
+def test_with_prompt_uses_the_training_prompt_for_sampled_benchmarks(rows):
+    for name in ('math500', 'gsm8k', 'selfaware'):
+        want = [paper_prompt(r['question']) for r in rows[name]]
+        assert [r['prompt'] for r in with_prompt(rows[name], 'paper')] == want
+        assert with_prompt(rows[name], 'benchmark') == rows[name]
+    assert with_prompt(rows['truthfulqa'], 'paper') == rows['truthfulqa']
+
+
+@pytest.mark.filterwarnings('ignore:`past_key_values` is deprecated')
+def test_care_paper_preset_on_cpu_resumes_without_generating(tmp_path, tok, rows, monkeypatch):
+    "The preset end to end on a tiny stand-in: the training prompt, temperature 0.7, bf16; a rerun samples nothing."
+    m = tiny_model(tok, hidden=32, layers=1, heads=2, seed=5, max_positions=1024)   # the paper prompt: ~500 chars
+    path = _save_tiny(m, tok, tmp_path / 'm')
+    calls = []
+    real = ev.sample
+    def spy(model, tokenizer, prompts, G, T, temperature=1.0, **k):
+        calls.append((prompts, G, T, temperature, next(model.parameters()).dtype))
+        return real(model, tokenizer, prompts, G, T, temperature, **k)
+    monkeypatch.setattr(ev, 'sample', spy)
+    kw = dict(preset='care-paper', data=FIX, limit=2, n_samples=2, max_new_tokens=4, out=tmp_path / 'out',
+              progress=False)
+    summaries = ev.run_eval(path, **kw)
+    assert [s['benchmark'] for s in summaries] == ['math500', 'gsm8k', 'selfaware', 'truthfulqa']
+    sampled = [c for c in calls if c[1] == 2]
+    assert len(sampled) == 3 and all(len(c[0]) == 2 for c in sampled)             # one batch of 2 questions each
+    assert all(p.startswith(PAPER_SYSTEM_PROMPT) and p.endswith('Assistant: <think>\n') for c in sampled for p in c[0])
+    assert {(c[2], c[3], c[4]) for c in sampled} == {(4, 0.7, torch.bfloat16)}   # overridden T; the preset's rest
+    keys = {'n_questions', 'n_samples', 'greedy_accuracy', 'majority_accuracy', 'pass_at_k', 'hallucination_rate',
+            'abstention_rate', 'ece', 'brier', 'auroc'}
+    for s in summaries[:3]:
+        assert keys <= set(s) and s['n_questions'] == 2 and s['n_samples'] == 2 and sorted(s['pass_at_k']) == [1, 2]
+        assert all(len(v) == 3 for v in (s['ece'], s['brier'], s['auroc']))       # value and its interval
+    assert {'mc1', 'mc2', 'ece', 'brier', 'auroc'} <= set(summaries[3]) and summaries[3]['n_questions'] == 2
+    for name in BENCHMARKS:
+        assert len(read_records(tmp_path / 'out' / name / 'records.jsonl')) == 2
+    report = (tmp_path / 'out' / 'report.md').read_text()
+    assert 'care-paper: n_samples 2, max_new_tokens 4, temperature 0.7, prompt paper' in report
+    def never(*a, **k): raise AssertionError('a resumed run generated')
+    for name in ('sample', 'greedy', 'choice_logprobs'): monkeypatch.setattr(ev, name, never)
+    assert ev.run_eval(path, **kw) == summaries
+    with pytest.raises(ValueError, match='known presets are care-paper'): ev.run_eval(path, **dict(kw, preset='paper'))

@@ -558,3 +558,143 @@ def test_chunk_size_bad_values(tok, model):
     ids, mask = torch.ones(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.long)
     for cs in (0, -1, 2.0, True, '8'):
         with pytest.raises(ValueError, match='chunk_size must be None or an int >= 1'): token_logprobs(model, ids, mask, ids, mask, chunk_size=cs)
+
+
+# ---------------------------------------------------------------- token budget (max_batch_tokens)
+def count_prefills(model):
+    "A list that gets one entry per forward without a KV cache (a prefill), and the hook handle."
+    calls = []
+    def hook(module, args, kwargs):
+        if kwargs.get('cache', kwargs.get('past_key_values')) is None: calls.append(kwargs['input_ids'].shape)
+    return calls, model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+FIELDS = ('prompt_ids', 'prompt_mask', 'completion_ids', 'completion_mask', 'logp', 'truncated', 'lengths')
+
+
+@pytest.mark.parametrize('G,T,kw', [(3, 10, {}), (4, 16, dict(top_p=0.8)), (1, 5, dict(top_k=3)), (2, 7, dict(suppress_eos=True))])
+def test_budget_holding_everything_is_bit_identical(tok, model, G, T, kw):
+    a = sample(model, tok, PROMPTS, G, T, 0.9, generator=torch.Generator().manual_seed(2), **kw)
+    P = a.prompt_ids.shape[1]
+    for budget in (len(PROMPTS) * G * (P + T), 10**9):   # exactly the whole batch, and far more
+        b = sample(model, tok, PROMPTS, G, T, 0.9, generator=torch.Generator().manual_seed(2), max_batch_tokens=budget, **kw)
+        for f in FIELDS:
+            x, y = getattr(a, f), getattr(b, f)
+            assert x.dtype == y.dtype and torch.equal(x, y), f
+        assert a.completions == b.completions and a.prompts == b.prompts
+
+
+@pytest.mark.parametrize('groups_per_part', [1, 2, 3])
+def test_budget_splits_into_valid_rollouts(tok, model, groups_per_part):
+    G, T = 3, 14
+    P = max(len(p) for p in PROMPTS)   # one character, one token
+    budget = groups_per_part * G * (P + T)
+    calls, h = count_prefills(model)
+    try:
+        runs = [sample(model, tok, PROMPTS, G, T, 0.8, generator=torch.Generator().manual_seed(4), max_batch_tokens=budget)
+                for _ in range(2)]
+    finally:
+        h.remove()
+    assert len(calls) == 2 * math.ceil(len(PROMPTS) / groups_per_part)          # sub-batches really happened
+    r, r2 = runs
+    for f in FIELDS: assert torch.equal(getattr(r, f), getattr(r2, f)), f          # reproducible
+    assert r.completion_ids.shape[0] == len(PROMPTS) * G and r.prompts == [p for p in PROMPTS for _ in range(G)]
+    eos = torch.tensor([tok.eos_token_id])
+    mask, truncated = completion_masks(r.completion_ids, eos)
+    assert torch.equal(r.completion_mask, mask.float()) and torch.equal(r.truncated, truncated)
+    assert torch.equal(r.lengths, r.completion_mask.sum(-1).long())
+    assert (r.completion_ids[r.completion_mask == 0] == tok.pad_token_id).all() and (r.logp[r.completion_mask == 0] == 0).all()
+    ref, _ = ref_logprobs64(model, r, 0.8)
+    torch.testing.assert_close(r.logp.double(), ref, atol=1e-5, rtol=0)
+    re = token_logprobs(model, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask, 0.8, group_size=G)
+    torch.testing.assert_close(re, r.logp, atol=1e-5, rtol=0)
+
+
+def test_budget_sub_batch_drops_padding_columns(tok, model):
+    calls, h = count_prefills(model)
+    try: sample(model, tok, PROMPTS, 2, 4, max_batch_tokens=1)   # one group per sub-batch, whatever the budget
+    finally: h.remove()
+    assert [tuple(s) for s in calls] == [(1, len(p)) for p in PROMPTS]          # each prompt alone, unpadded
+
+
+def test_budget_with_eos_as_pad():
+    t = char_tokenizer('ab+= ', pad_token=None)
+    m = tiny_model(t)
+    with pytest.warns(UserWarning, match='no pad token'):
+        r = sample(m, t, PROMPTS, 3, 12, generator=torch.Generator().manual_seed(0), max_batch_tokens=1)
+    eos = t.eos_token_id
+    for i in range(len(r)):
+        row = r.completion_ids[i].tolist()
+        n = row.index(eos) + 1 if eos in row else len(row)
+        assert int(r.lengths[i]) == n and bool(r.truncated[i]) == (eos not in row)
+    re = token_logprobs(m, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask)
+    torch.testing.assert_close(re, r.logp, atol=1e-5, rtol=0)
+
+
+def test_budget_sharded_uses_max_prompt_len(tok, model):
+    calls, h = count_prefills(model)
+    try:   # width 8 + 4: a budget of 2 groups x 2 x 12 tokens cuts 2 sub-batches even though the prompts are shorter
+        r = sample(model, tok, ['a', 'b', 'ab'], 2, 4, max_prompt_len=8, all_done=lambda d: d, max_batch_tokens=2 * 2 * 12)
+    finally: h.remove()
+    assert len(calls) == 2 and len(r) == 6
+    with pytest.raises(ValueError, match='max_prompt_len'):
+        sample(model, tok, ['a'], 2, 4, all_done=lambda d: d, max_batch_tokens=100)
+
+
+@pytest.mark.parametrize('bad', [0, -5, True, 2.5, '100'])
+def test_budget_bad_values(tok, model, bad):
+    with pytest.raises(ValueError, match='max_batch_tokens must be None or an int >= 1'):
+        sample(model, tok, PROMPTS, 2, 4, max_batch_tokens=bad)
+
+
+# ---------------------------------------------------------------- bf16 autocast
+def cache_dtypes(model):
+    "A set that collects the (key, value) dtypes of the cache every decode step receives, and the hook handle."
+    seen = set()
+    def hook(module, args, kwargs):
+        cache = kwargs.get('cache', kwargs.get('past_key_values'))
+        if cache is not None: seen.update((layer.keys.dtype, layer.values.dtype) for layer in cache.layers)
+    return seen, model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+@pytest.mark.parametrize('attn', ['sdpa', 'eager'])
+def test_bf16_autocast_cache_dtype_and_logprobs(tok, attn):
+    m = tiny_model(tok, attn_implementation=attn, kv_heads=2)
+    seen, h = cache_dtypes(m)
+    try:
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            r = sample(m, tok, PROMPTS, 4, 12, 0.9, generator=torch.Generator().manual_seed(0))
+    finally:
+        h.remove()
+    with torch.autocast('cpu', dtype=torch.bfloat16):   # the scoring pass's cache is not the sampler's
+        re16 = token_logprobs(m, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask, 0.9, group_size=4)
+    assert seen == {(torch.bfloat16, torch.bfloat16)}
+    on = r.completion_mask > 0
+    assert r.logp.dtype == torch.float32 and torch.isfinite(r.logp).all()
+    gap = (re16 - r.logp)[on].abs()
+    assert gap.max() < 2e-2 and gap.mean() < 2e-3
+    fp32 = sample(m, tok, PROMPTS, 4, 12, 0.9, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(fp32.logp, r.logp)                       # autocast really was on
+    seen32, h = cache_dtypes(m)
+    try: sample(m, tok, PROMPTS, 2, 4)
+    finally: h.remove()
+    assert seen32 == {(torch.float32, torch.float32)}                # outside autocast nothing changes
+
+
+def test_bf16_preallocated_cache_gives_the_same_answer(tok, model):
+    from carerft.rollout import _decode
+    pids, pmask = encode_prompts(tok, PROMPTS, tok.pad_token_id)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        runs = [_decode(model, pids, pmask, 3, 12, torch.tensor([tok.eos_token_id]), tok.pad_token_id, 0.9,
+                        torch.Generator().manual_seed(1), None, None, None, preallocate=p) for p in (True, False)]
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+
+
+def test_bf16_budget_split(tok, model):
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        a = sample(model, tok, PROMPTS, 3, 10, generator=torch.Generator().manual_seed(3), max_batch_tokens=10**6)
+        b = sample(model, tok, PROMPTS, 3, 10, generator=torch.Generator().manual_seed(3))
+        c = sample(model, tok, PROMPTS, 3, 10, generator=torch.Generator().manual_seed(3), max_batch_tokens=1)
+        re = token_logprobs(model, c.prompt_ids, c.prompt_mask, c.completion_ids, c.completion_mask)
+    assert torch.equal(a.completion_ids, b.completion_ids) and torch.equal(a.logp, b.logp)
+    torch.testing.assert_close(re, c.logp, atol=2e-2, rtol=0)
