@@ -766,6 +766,9 @@ def check_output_dir(config: RFTConfig) -> list[str]:
     if config.resume and (out / 'config.json').exists():
         old = json.loads((out / 'config.json').read_text())
         new = json.loads(json.dumps(config.to_dict(), default=str))
+        defaults = json.loads(json.dumps(RFTConfig().to_dict(), default=str))
+        for k in set(new) - set(old):  # a field added since that run was saved: it ran with the default
+            old[k] = defaults[k]
         diff = [k for k in sorted(set(old) | set(new)) if k not in _RUN_CONTROL and old.get(k) != new.get(k)]
         if diff:
             said = '; '.join(f"{k}: {old.get(k)!r} saved, {new.get(k)!r} now" for k in diff)

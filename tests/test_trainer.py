@@ -358,6 +358,16 @@ def test_used_output_dir_is_refused_overwritten_or_resumed(tmp_path):
     assert json.loads((tmp_path / 'config.json').read_text())['lr'] == 2e-2
     assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()) == ['step-3']
 
+def test_resume_of_a_run_saved_before_a_field_existed(tmp_path):
+    "A config.json without a field added later (e.g. min_lr_rate) resumes when the field has its default."
+    make(tmp_path, steps=2, save_every=0).train()
+    saved = json.loads((tmp_path / 'config.json').read_text())
+    for k in ('min_lr_rate', 'is_correction', 'micro_batch_tokens'): del saved[k]
+    (tmp_path / 'config.json').write_text(json.dumps(saved))
+    assert make(tmp_path, steps=2, save_every=0, resume=True).state.step == 2
+    with pytest.raises(ValueError, match=r"is_cap: 3\.0 saved, 2\.0 now"):
+        make(tmp_path, steps=2, save_every=0, resume=True, is_cap=2.0)
+
 def test_negative_max_grad_norm_is_refused():
     for v in (-1, 0):
         with pytest.raises(ValueError, match='max_grad_norm must be a finite number > 0'): RFTConfig(max_grad_norm=v)
