@@ -4,9 +4,10 @@
 
 # %% auto #0
 __all__ = ['SHAPES', 'ROPE_THETA', 'PUBLISHED_PARAMS', 'GiB', 'KiB', 'OPTIMIZERS', 'REFERENCES', 'HEAD_BYTES', 'SCORE_BYTES',
-           'PRESETS', 'ALL', 'TERMS', 'GPU_GIB', 'shape_config', 'build_model', 'count_params', 'state_bytes',
-           'reference_bytes', 'cast_bytes', 'kv_bytes_per_token', 'head_bytes', 'layer_bytes', 'activation_bytes',
-           'RunSize', 'run_size', 'memory_terms', 'plan_memory', 'format_plan']
+           'TRAIN_PRESETS', 'PRESETS', 'ALL', 'TERMS', 'GPU_GIB', 'PAPER_ALGOS', 'shape_config', 'build_model',
+           'count_params', 'state_bytes', 'reference_bytes', 'cast_bytes', 'kv_bytes_per_token', 'head_bytes',
+           'layer_bytes', 'activation_bytes', 'RunSize', 'run_size', 'memory_terms', 'plan_memory', 'format_plan',
+           'PaperGSPO', 'train_preset', 'plan_model']
 
 # %% ../nbs/14_scale.ipynb #sc03
 import dataclasses
@@ -18,6 +19,9 @@ from dataclasses import dataclass
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
+from .algos import DAPO, GSPO, token_mean
+from .divergences import make_reg
+from .loading import load_rewards
 from .rollout import token_logprobs
 from .trainer import RFTConfig
 
@@ -174,7 +178,7 @@ def _check_int(name: str, v):
 
 @dataclass
 class RunSize:
-    "What sets a run's memory besides the model's shape. The first six are RFTConfig fields, with its defaults."
+    "What sets a run's memory besides the model's shape. The first seven are RFTConfig fields, with its defaults."
 
     group_size: int = _RFT['group_size']  # G: completions per prompt
     prompts_per_step: int = _RFT['prompts_per_step']  # B: prompts per step; N = B*G completions
@@ -206,21 +210,34 @@ class RunSize:
     def from_config(cls, config, **kw) -> 'RunSize':
         "The sizes of an RFTConfig; `kw` sets the rest (the reference defaults to 'none' for a run without KL)."
         kw.setdefault('reference', 'bf16' if config.reg.needs_ref else 'none')
-        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls) if f.name in _RFT}, **kw)
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls) if f.name in _RFT} | kw)
 
-# %% ../nbs/14_scale.ipynb #sc40
-PRESETS = {
-    'care-paper': RunSize(
+# %% ../nbs/14_scale.ipynb #sc39b
+TRAIN_PRESETS = {  # options of `carerft train` (RFTConfig fields, beta, alpha, reward); sources in the table above
+    'care-paper': dict(
         group_size=12,
         prompts_per_step=4,
         max_prompt_len=512,
         max_new_tokens=1024,
+        temperature=0.7,
+        lr=3e-6,
+        lr_schedule='cosine_with_min_lr',
+        min_lr_rate=0.1,
+        warmup_ratio=0.1,
+        steps=1875,
+        reward='math,format',
+        reward_weights=[1.0, 1.0],
+        beta=0.04,
+        alpha=0.8,
+        bf16=True,
+        gradient_checkpointing=True,
         grad_accum_steps=6,  # ours: micro-batches of 8 completions
-        gradient_checkpointing=True,  # ours
-        optimizer='adamw',
-        reference='bf16',
     ),
 }
+
+# %% ../nbs/14_scale.ipynb #sc40
+_SIZES = [f.name for f in dataclasses.fields(RunSize)]
+PRESETS = {name: RunSize(**{k: v for k, v in opts.items() if k in _SIZES}) for name, opts in TRAIN_PRESETS.items()}
 
 
 def run_size(
@@ -271,35 +288,28 @@ def memory_terms(
     )
 
 # %% ../nbs/14_scale.ipynb #sc44
-def _check_plan(shape: str, run: RunSize, gpu_gib: float):
+def _check_plan(name: str, context: int | None, run: RunSize, gpu_gib: float):
     if (
         not isinstance(gpu_gib, (int, float))
         or isinstance(gpu_gib, bool)
         or not (math.isfinite(gpu_gib) and gpu_gib > 0)
     ):
         raise ValueError(f"gpu_gib must be a finite number > 0, got {gpu_gib!r}")
-    context = shape_config(shape).max_position_embeddings
-    if run.max_prompt_len + run.max_new_tokens > context:
+    if context is not None and run.max_prompt_len + run.max_new_tokens > context:
         raise ValueError(
             f"max_new_tokens too long: max_prompt_len + max_new_tokens = {run.max_prompt_len + run.max_new_tokens} "
-            f"exceeds the {context}-token context of {shape}"
+            f"exceeds the {context}-token context of {name}"
         )
 
 
-def plan_memory(
-    shape: str,  # a name in SHAPES
-    run: RunSize | None = None,  # the run's sizes (None: RFTConfig's defaults)
-    gpu_gib: float = GPU_GIB,  # the GPU's memory in GiB, the budget
-) -> dict:  # JSON-ready: params, terms_gib, phases_gib, peak_gib, peak_phase, fits, ...
-    "The memory plan of one step: every term, each phase's total, the peak and whether it fits in `gpu_gib`."
-    run = RunSize() if run is None else run
-    _check_plan(shape, run, gpu_gib)
-    n = count_params(shape)
-    terms = memory_terms(shape_config(shape), n, run)
+def _plan(name: str, config, n: int, run: RunSize, gpu_gib: float) -> dict:
+    "The plan of a model's config and parameter count (see plan_memory)."
+    _check_plan(name, getattr(config, 'max_position_embeddings', None), run, gpu_gib)
+    terms = memory_terms(config, n, run)
     phases = {p: sum(b for k, b in terms.items() if p in TERMS[k][1]) / GiB for p in ALL}
     peak_phase = max(phases, key=phases.get)
     return dict(
-        shape=shape,
+        shape=name,
         params=n,
         run=dataclasses.asdict(run),
         terms_gib={k: b / GiB for k, b in terms.items()},
@@ -310,6 +320,16 @@ def plan_memory(
         fits=phases[peak_phase] <= gpu_gib,
         estimated=[k for k in terms if TERMS[k][2]],
     )
+
+
+def plan_memory(
+    shape: str,  # a name in SHAPES
+    run: RunSize | None = None,  # the run's sizes (None: RFTConfig's defaults)
+    gpu_gib: float = GPU_GIB,  # the GPU's memory in GiB, the budget
+) -> dict:  # JSON-ready: params, terms_gib, phases_gib, peak_gib, peak_phase, fits, ...
+    "The memory plan of one step: every term, each phase's total, the peak and whether it fits in `gpu_gib`."
+    config = shape_config(shape)
+    return _plan(shape, config, count_params(shape), RunSize() if run is None else run, gpu_gib)
 
 # %% ../nbs/14_scale.ipynb #sc48
 def _phases_of(name: str) -> str:
@@ -347,3 +367,54 @@ def format_plan(
     )
     lines.append('~ estimated (see the scale chapter); GiB = 2**30 bytes')
     return '\n'.join(lines)
+
+# %% ../nbs/14_scale.ipynb #trn01
+class PaperGSPO(GSPO):
+    "GSPO with the paper's loss: token-mean aggregation and truncated completions masked (DAPO's two pieces)."
+
+    aggregate = staticmethod(token_mean)
+    mask_truncated = True
+    completion_mask = DAPO.completion_mask
+
+
+PAPER_ALGOS = {  # --algo under a preset: each algorithm with a token-mean loss and truncated completions masked
+    'grpo': functools.partial(DAPO, 0.2, 0.2, dynamic_sampling=False, overlong_penalty=0.0, mask_truncated=True),
+    'dapo': functools.partial(DAPO, mask_truncated=True),
+    'gspo': PaperGSPO,
+}
+
+# %% ../nbs/14_scale.ipynb #trn04
+_PRESET_OTHER = ('beta', 'alpha', 'reward')  # preset options that are not RFTConfig fields
+
+
+def train_preset(
+    preset: str,  # a name in TRAIN_PRESETS
+    algo: str = 'grpo',  # a name in PAPER_ALGOS
+    reg: str = 'srkl',  # 'none', 'rkl' or 'srkl' (CARE)
+    **changes,  # options to change: RFTConfig fields, beta, alpha or reward
+) -> tuple[RFTConfig, list]:  # the configuration and the reward functions
+    "The RFTConfig and the reward functions of a preset's run with `algo` and `reg`; `changes` override the preset."
+    if preset not in TRAIN_PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(TRAIN_PRESETS)}, got {preset!r}")
+    if algo not in PAPER_ALGOS:
+        raise ValueError(f"algo must be one of {', '.join(PAPER_ALGOS)}, got {algo!r}")
+    unknown = sorted(set(changes) - set(_RFT) - set(_PRESET_OTHER))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown}: RFTConfig fields, beta, alpha or reward")
+    opts = TRAIN_PRESETS[preset] | changes
+    if 'reward' in changes and 'reward_weights' not in changes:
+        opts['reward_weights'] = None  # the preset's weights belong to its own rewards
+    fields = {k: v for k, v in opts.items() if k not in _PRESET_OTHER}
+    config = RFTConfig(algo=PAPER_ALGOS[algo](), reg=make_reg(reg, opts['beta'], opts['alpha']), **fields)
+    return config, load_rewards(opts['reward'])
+
+# %% ../nbs/14_scale.ipynb #trn07
+def plan_model(
+    model,  # a loaded causal LM (any device, the meta device too)
+    run: RunSize,  # the run's sizes, e.g. RunSize.from_config(config)
+    gpu_gib: float = GPU_GIB,  # the budget in GiB
+) -> dict:  # as plan_memory's, for this model
+    "The memory plan of a loaded model, from its own config and parameter count (a tied embedding counts once)."
+    config = model.config
+    name = getattr(config, 'name_or_path', '') or type(model).__name__
+    return _plan(name, config, sum(p.numel() for p in model.parameters()), run, gpu_gib)

@@ -195,3 +195,57 @@ def test_library_errors_say_the_flag(argv, said, capsys):
     "The library functions name their arguments (entropy_coefs, prompts_per_step); the command says the flag."
     assert main(argv) == 2
     assert capsys.readouterr().err.strip() == said
+
+
+# ---- train --preset, several rewards, and the plan check before training ----
+from unittest import mock
+
+
+def test_train_preset_errors_name_the_flag(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv('CARERFT_DATA', raising=False)
+    base = ['train', '--model', str(tiny / 'model'), '--output-dir', str(tmp_path / 'r')]
+    assert main(base + ['--preset', 'care']) == 2
+    assert "--preset must be one of care-paper, got 'care'" in capsys.readouterr().err
+    assert main(base + ['--preset', 'care-paper']) == 2          # no --data and no $CARERFT_DATA/math_train
+    assert '--data is required: no MATH train found at $CARERFT_DATA/math_train' in capsys.readouterr().err
+    assert main(base + ['--data', str(tiny / 'data.jsonl')]) == 2   # no preset: --data is required, no MATH default
+    assert "no field 'prompt'" in capsys.readouterr().err
+
+
+def test_reward_list_with_wrong_weights_names_the_flag(tiny, tmp_path, capsys):
+    argv = ['train', '--model', str(tiny / 'model'), '--data', str(tiny / 'data.jsonl'), '--prompt-field', 'question',
+            '--reward', f"gsm8k,{tiny / 'rew.py'}:reward", '--reward-weights', '1,2,3', '--output-dir', str(tmp_path)]
+    assert main(argv) == 2
+    assert '--reward-weights has 3 weights for 2 reward functions' in capsys.readouterr().err
+
+
+def test_two_rewards_are_logged_each(tiny, tmp_path):
+    out = tmp_path / 'run'
+    assert main(['train', '--model', str(tiny / 'model'), '--data', str(tiny / 'data.jsonl'), '--prompt-field', 'question',
+                 '--reward', f"gsm8k,{tiny / 'rew.py'}:reward", '--reward-weights', '0.5,1', '--group-size', '2',
+                 '--prompts-per-step', '2', '--max-new-tokens', '2', '--steps', '1', '--output-dir', str(out)]) == 0
+    row = json.loads((out / 'log.jsonl').read_text().splitlines()[0])
+    assert row['reward_mean'] == pytest.approx(0.5 * row['reward_gsm8k_reward'] + row['reward_reward'])
+
+
+def test_context_too_short_is_exit_2_naming_the_flag(tiny, tmp_path, capsys):
+    "The tiny model has a 512-token context: a prompt of 2 characters + 511 new tokens does not fit it, on any device."
+    argv = ['train', '--model', str(tiny / 'model'), '--data', str(tiny / 'data.jsonl'), '--prompt-field', 'question',
+            '--max-new-tokens', '511', '--steps', '1', '--output-dir', str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert '--max-new-tokens too long: the longest prompt (2 tokens) + max_new_tokens = 513' in err
+    assert "exceeds the model's 512-token context" in err and not (tmp_path / 'log.jsonl').exists()
+
+
+def test_plan_that_does_not_fit_the_gpu_is_exit_3(tiny, tmp_path, capsys):
+    "On a GPU (stood in for: 1 KiB free), the plan is checked before training; exit 3 as `carerft plan`."
+    argv = ['train', '--model', str(tiny / 'model'), '--data', str(tiny / 'data.jsonl'), '--prompt-field', 'question',
+            '--steps', '1', '--output-dir', str(tmp_path)]
+    with mock.patch('torch.cuda.is_available', return_value=True), \
+            mock.patch('torch.cuda.mem_get_info', return_value=(1024, 2**30)):
+        assert main(argv) == 3
+    err = capsys.readouterr().err
+    line = err.splitlines()[-1]                                      # after the weight-loading progress bar
+    assert line.startswith("carerft train: does not fit: peak ") and "the GPU's free GiB 0.0" in line
+    assert not (tmp_path / 'log.jsonl').exists()
