@@ -24,7 +24,7 @@ from .algos import ALGOS, make_algo
 from .benchmark import benchmark
 from .compare import EVAL_DEFAULTS, RL_DEFAULTS, markdown_summary, read_results, run_compare
 from .divergences import REGS, make_reg
-from .evaluate import BENCHMARKS, DATA_ENV, markdown_table, run_eval
+from .evaluate import BENCHMARKS, DATA_ENV, EVAL_PRESETS, PROMPTS, RUN_EVAL_DEFAULTS, markdown_table, run_eval
 from .loading import load_math, load_model, load_rewards, load_rows, load_tokenizer, math_train_path
 from carerft.scale import (
     GPU_GIB,
@@ -312,23 +312,28 @@ def _as_flag(err: Exception, add) -> Exception:
 
 # %% ../nbs/13_cli.ipynb #evalcmd1
 def _add_eval(sub) -> argparse.ArgumentParser:
-    "The `eval` subcommand: the arguments of `run_eval`, with its defaults."
+    "The `eval` subcommand: the arguments of `run_eval`; unset options take the preset's value, else the default."
     e = sub.add_parser('eval', help='evaluate a model: accuracy, pass@k, hallucination and calibration report')
+    d, presets = RUN_EVAL_DEFAULTS, ', '.join(EVAL_PRESETS)
     e.add_argument('model', help='local model folder or hub name (loaded with AutoModelForCausalLM)')
-    e.add_argument(
-        '--benchmarks', nargs='+', default=['math500'], help=f"any of {', '.join(BENCHMARKS)} (default math500)"
-    )
+    e.add_argument('--preset', default=None, help=f"one of {presets}: the paper's evaluation settings (default none)")
+    e.add_argument('--benchmarks', nargs='+', default=None, help=f"any of {', '.join(BENCHMARKS)} (default math500)")
     e.add_argument(
         '--data',
         default=None,
         help=f'local file or folder with the benchmark files (default: ${DATA_ENV} if set, else the hub)',
     )
-    e.add_argument('--n-samples', type=int, default=8, help='samples per question, N (default 8)')
+    e.add_argument('--n-samples', type=int, default=None, help=f"samples per question, N (default {d['n_samples']})")
     e.add_argument('--out', default='eval', help='output folder (default eval); rerun to resume')
     e.add_argument('--limit', type=int, default=None, help='first LIMIT questions of each benchmark')
-    e.add_argument('--max-new-tokens', type=int, default=512, help='longest completion (default 512)')
-    e.add_argument('--temperature', type=float, default=1.0, help='sampling temperature (default 1.0)')
-    e.add_argument('--batch-size', type=int, default=8, help='questions per batch (default 8)')
+    e.add_argument(
+        '--max-new-tokens', type=int, default=None, help=f"longest completion (default {d['max_new_tokens']})"
+    )
+    e.add_argument('--temperature', type=float, default=None, help=f"sampling temperature (default {d['temperature']})")
+    e.add_argument('--prompt', default=None, help=f"prompt style, one of {', '.join(PROMPTS)} (default {d['prompt']})")
+    e.add_argument('--batch-size', type=int, default=8, help='questions per batch without a token budget (default 8)')
+    e.add_argument('--batch-tokens', type=int, default=None, help='token budget of a batch (default: none)')
+    e.add_argument('--bf16', action=argparse.BooleanOptionalAction, default=None, help='bf16 weights and autocast')
     e.add_argument('--seed', type=int, default=0, help='sampling and bootstrap seed (default 0)')
     e.add_argument('--no-progress', action='store_true', help='hide the progress bar')
     return e
@@ -723,3 +728,7 @@ def make_tiny_example(
         ''.join(json.dumps(dict(prompt=f'{a}+{b}=', answer=str(a + b))) + '\n' for a, b in pairs)
     )
     return out
+
+# %% ../nbs/13_cli.ipynb #mainrun1
+if __name__ == '__main__' and '__file__' in globals():  # python -m carerft.cli (a notebook has no __file__)
+    sys.exit(main())

@@ -249,3 +249,29 @@ def test_plan_that_does_not_fit_the_gpu_is_exit_3(tiny, tmp_path, capsys):
     line = err.splitlines()[-1]                                      # after the weight-loading progress bar
     assert line.startswith("carerft train: does not fit: peak ") and "the GPU's free GiB 0.0" in line
     assert not (tmp_path / 'log.jsonl').exists()
+
+
+def test_eval_preset_from_the_command_line(tmp_path, capsys):
+    "`carerft eval --preset care-paper`: the preset's settings reach run_eval, flags override them, errors name flags."
+    from test_evaluate import FIX, CHARS, BENCHMARKS
+    tok = char_tokenizer(CHARS)
+    model = tiny_model(tok, hidden=32, layers=1, heads=2, seed=5, max_positions=1024)   # the paper prompt: ~500 chars
+    model.save_pretrained(tmp_path / 'm')
+    tok.save_pretrained(tmp_path / 'm')
+    argv = ['eval', str(tmp_path / 'm'), '--preset', 'care-paper', '--data', str(FIX), '--limit', '1',
+            '--n-samples', '2', '--max-new-tokens', '4', '--out', str(tmp_path / 'out'), '--no-progress']
+    assert main(argv) == 0
+    report = (tmp_path / 'out' / 'report.md').read_text()
+    assert 'care-paper: n_samples 2, max_new_tokens 4, temperature 0.7, prompt paper' in report
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir() if p.is_dir()) == sorted(BENCHMARKS)
+    assert main(argv[:3] + ['care', '--data', str(FIX), '--out', str(tmp_path / 'o2')]) == 2
+    assert "--preset must be one of care-paper, got 'care'" in capsys.readouterr().err
+    assert main(argv + ['--batch-tokens', '0']) == 2
+    assert '--batch-tokens' in capsys.readouterr().err
+
+
+def test_module_entry_point():
+    "`python -m carerft.cli` is the command (what `accelerate launch -m carerft.cli` runs); it used to exit 0 silently."
+    r = subprocess.run([sys.executable, '-m', 'carerft.cli', 'plan', '--shape', 'qwen2.5-7b', '--json'],
+                       capture_output=True, text=True)
+    assert r.returncode == 3 and json.loads(r.stdout)['fits'] is False, r.stderr

@@ -436,7 +436,7 @@ def test_eval_options_are_checked_at_the_boundary(model, tok, tmp_path, capsys, 
     (dict(temperature='1'), "temperature must be a finite number > 0, got '1'"),
     (dict(benchmarks=[]), 'benchmarks is empty'),
     (dict(benchmarks='gsm8k', seed=-2), 'seed must be an int >= 0, got -2'),
-    (dict(preset='care'), "unknown preset 'care': known presets are care-paper"),
+    (dict(preset='care'), "preset must be one of care-paper, got 'care'"),
     (dict(bf16=1), 'bf16 must be a bool, got 1'),
     (dict(prompt='r1'), "prompt must be one of benchmark, paper, got 'r1'"),
     (dict(batch_tokens=0), 'batch_tokens must be an int >= 1, got 0'),
@@ -450,7 +450,7 @@ def test_run_eval_names_the_argument(tmp_path, kw, said):
 
 # ---------------------------------------------------- token budgets, bf16 and the care-paper preset (issue 11)
 from carerft.answers import PAPER_SYSTEM_PROMPT, paper_prompt
-from carerft.evaluate import EVAL_DEFAULTS, EVAL_PRESETS, eval_settings, question_batches, with_prompt
+from carerft.evaluate import RUN_EVAL_DEFAULTS, EVAL_PRESETS, eval_settings, question_batches, with_prompt
 
 
 class _LenTok:
@@ -508,15 +508,15 @@ def test_bf16_runs_the_sampler_under_autocast(monkeypatch, model, tok, rows):
 
 
 def test_eval_settings_precedence():
-    assert eval_settings() == EVAL_DEFAULTS
+    assert eval_settings() == RUN_EVAL_DEFAULTS
     paper = eval_settings('care-paper')
-    assert paper == EVAL_DEFAULTS | EVAL_PRESETS['care-paper']
+    assert paper == RUN_EVAL_DEFAULTS | EVAL_PRESETS['care-paper']
     assert [paper[k] for k in ('n_samples', 'temperature', 'max_new_tokens', 'prompt')] == [8, 0.7, 1024, 'paper']
     assert list(paper['benchmarks']) == list(BENCHMARKS)
     assert eval_settings('care-paper', temperature=1.0, bf16=False, n_samples=None)['temperature'] == 1.0
     assert eval_settings('care-paper', bf16=False)['bf16'] is False          # False is given, not absent
     for bad in ('care', 'CARE-PAPER', 3, ['care-paper']):
-        with pytest.raises(ValueError, match=r"unknown preset .*: known presets are care-paper"): eval_settings(bad)
+        with pytest.raises(ValueError, match=r"preset must be one of care-paper, got "): eval_settings(bad)
 
 
 def test_with_prompt_uses_the_training_prompt_for_sampled_benchmarks(rows):
@@ -559,4 +559,4 @@ def test_care_paper_preset_on_cpu_resumes_without_generating(tmp_path, tok, rows
     def never(*a, **k): raise AssertionError('a resumed run generated')
     for name in ('sample', 'greedy', 'choice_logprobs'): monkeypatch.setattr(ev, name, never)
     assert ev.run_eval(path, **kw) == summaries
-    with pytest.raises(ValueError, match='known presets are care-paper'): ev.run_eval(path, **dict(kw, preset='paper'))
+    with pytest.raises(ValueError, match='preset must be one of care-paper'): ev.run_eval(path, **dict(kw, preset='paper'))
