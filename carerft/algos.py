@@ -142,9 +142,18 @@ class PolicyLoss:
     def __init__(
         self,
         eps_low: float,  # lower clip range, in [0, 1)
-        eps_high: float,
-    ):  # upper clip range, >= 0
+        eps_high: float,  # upper clip range, >= 0
+        aggregate: Callable | None = None,  # token_mean or sequence_mean (None: the algorithm's own)
+        mask_truncated: bool = False,  # zero the loss mask of truncated completions (overlong filtering)
+    ):
         self.eps_low, self.eps_high = _check_eps(eps_low, 'eps_low', 1.0), _check_eps(eps_high, 'eps_high')
+        if aggregate is not None and aggregate not in (token_mean, sequence_mean):
+            raise ValueError(f"aggregate must be token_mean or sequence_mean (or None), got {aggregate!r}")
+        if aggregate is not None:
+            self.aggregate = aggregate  # an instance attribute: a plain function, called as self.aggregate(x, mask)
+        if not isinstance(mask_truncated, bool):
+            raise ValueError(f"mask_truncated must be True or False, got {mask_truncated!r}")
+        self.mask_truncated = mask_truncated
 
     def loss(
         self,
@@ -198,21 +207,33 @@ class PolicyLoss:
         mask: torch.Tensor,  # (N, T) completion mask
         truncated: torch.Tensor,  # (N,) bool, True where generation hit max_new_tokens
     ) -> torch.Tensor:  # (N, T) mask
-        "Mask unchanged (DAPO can zero truncated completions)."
-        return mask
+        "With `mask_truncated`, zero the rows of truncated completions (overlong filtering); else the mask unchanged."
+        if not self.mask_truncated:
+            return mask
+        return mask * (~torch.as_tensor(truncated, dtype=torch.bool, device=mask.device))[:, None]
+
+    def _options(self) -> str:
+        "The options that differ from the algorithm's defaults, for its repr (a run's config.json compares reprs)."
+        out = '' if self.aggregate is type(self).aggregate else f', aggregate={self.aggregate.__name__}'
+        return out + (', mask_truncated=True' if self.mask_truncated else '')
 
     def __repr__(self):
-        return f'{type(self).__name__}(eps_low={self.eps_low:g}, eps_high={self.eps_high:g})'
+        return f'{type(self).__name__}(eps_low={self.eps_low:g}, eps_high={self.eps_high:g}{self._options()})'
 
 # %% ../nbs/02_algos.ipynb #a248328d
 class GRPO(PolicyLoss):
     "GRPO: per-token ratio, symmetric clipping, mean over each sequence's tokens then over sequences."
 
-    def __init__(self, eps: float = 0.2):  # clip range, ratio in [1 - eps, 1 + eps]
-        super().__init__(eps, eps)
+    def __init__(
+        self,
+        eps: float = 0.2,  # clip range, ratio in [1 - eps, 1 + eps]
+        aggregate: Callable | None = None,  # token_mean for a token-mean loss (None: sequence_mean)
+        mask_truncated: bool = False,  # zero the loss mask of truncated completions
+    ):
+        super().__init__(eps, eps, aggregate, mask_truncated)
 
     def __repr__(self):
-        return f'GRPO(eps={self.eps_low:g})'
+        return f'GRPO(eps={self.eps_low:g}{self._options()})'
 
 # %% ../nbs/02_algos.ipynb #5e9ea5d3
 def soft_overlong_punishment(
@@ -243,10 +264,10 @@ class DAPO(PolicyLoss):
         dynamic_sampling: bool = True,  # drop groups with all-equal rewards and refill (see `dynamic_sample`)
         overlong_buffer: int | None = None,  # L_cache in tokens; None: 20% of max_new_tokens (at least 1)
         overlong_penalty: float = 1.0,  # factor on the soft overlong penalty; 0 turns it off
-        mask_truncated: bool = False,
-    ):  # zero the loss mask of truncated completions
-        super().__init__(eps_low, eps_high)
-        self.dynamic_sampling, self.mask_truncated = bool(dynamic_sampling), bool(mask_truncated)
+        mask_truncated: bool = False,  # zero the loss mask of truncated completions
+    ):
+        super().__init__(eps_low, eps_high, mask_truncated=mask_truncated)
+        self.dynamic_sampling = bool(dynamic_sampling)
         self.overlong_buffer = None if overlong_buffer is None else _check_int(overlong_buffer, 'overlong_buffer', 1)
         self.overlong_penalty = _check_eps(overlong_penalty, 'overlong_penalty')
 
@@ -261,14 +282,11 @@ class DAPO(PolicyLoss):
             torch.as_tensor(lengths).to(rewards), L_max, buffer
         )
 
-    def completion_mask(self, mask, truncated):
-        "With `mask_truncated`, zero the rows of truncated completions (overlong filtering); else the mask unchanged."
-        if not self.mask_truncated:
-            return mask
-        return mask * (~torch.as_tensor(truncated, dtype=torch.bool, device=mask.device))[:, None]
-
     def __repr__(self):
-        return f'DAPO(eps_low={self.eps_low:g}, eps_high={self.eps_high:g}, dynamic_sampling={self.dynamic_sampling})'
+        return (
+            f'DAPO(eps_low={self.eps_low:g}, eps_high={self.eps_high:g}, dynamic_sampling={self.dynamic_sampling}, '
+            f'overlong_buffer={self.overlong_buffer}, overlong_penalty={self.overlong_penalty:g}{self._options()})'
+        )
 
 # %% ../nbs/02_algos.ipynb #1221521d
 def filter_groups(
@@ -321,9 +339,11 @@ class GSPO(PolicyLoss):
     def __init__(
         self,
         eps_low: float = 3e-4,  # lower clip range of the sequence ratio
-        eps_high: float = 4e-4,
-    ):  # upper clip range of the sequence ratio
-        super().__init__(eps_low, eps_high)
+        eps_high: float = 4e-4,  # upper clip range of the sequence ratio
+        aggregate: Callable | None = None,  # token_mean for a token-mean loss (None: sequence_mean)
+        mask_truncated: bool = False,  # zero the loss mask of truncated completions
+    ):
+        super().__init__(eps_low, eps_high, aggregate, mask_truncated)
 
 # %% ../nbs/02_algos.ipynb #iscode1
 IS_MODES = ('token_truncate', 'token_mask', 'sequence_truncate', 'sequence_mask')  # truncated IS corrections

@@ -7,7 +7,7 @@ __all__ = ['SHAPES', 'ROPE_THETA', 'PUBLISHED_PARAMS', 'GiB', 'KiB', 'OPTIMIZERS
            'TRAIN_PRESETS', 'PRESETS', 'ALL', 'TERMS', 'GPU_GIB', 'PAPER_ALGOS', 'shape_config', 'build_model',
            'count_params', 'state_bytes', 'reference_bytes', 'cast_bytes', 'kv_bytes_per_token', 'head_bytes',
            'layer_bytes', 'activation_bytes', 'RunSize', 'run_size', 'memory_terms', 'plan_memory', 'format_plan',
-           'PaperGSPO', 'train_preset', 'plan_model']
+           'train_preset', 'plan_model']
 
 # %% ../nbs/14_scale.ipynb #sc03
 import dataclasses
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from .algos import DAPO, GSPO, token_mean
+from .algos import DAPO, GRPO, GSPO, token_mean
 from .divergences import make_reg
 from .loading import load_rewards
 from .rollout import token_logprobs
@@ -369,18 +369,10 @@ def format_plan(
     return '\n'.join(lines)
 
 # %% ../nbs/14_scale.ipynb #trn01
-class PaperGSPO(GSPO):
-    "GSPO with the paper's loss: token-mean aggregation and truncated completions masked (DAPO's two pieces)."
-
-    aggregate = staticmethod(token_mean)
-    mask_truncated = True
-    completion_mask = DAPO.completion_mask
-
-
 PAPER_ALGOS = {  # --algo under a preset: each algorithm with a token-mean loss and truncated completions masked
-    'grpo': functools.partial(DAPO, 0.2, 0.2, dynamic_sampling=False, overlong_penalty=0.0, mask_truncated=True),
+    'grpo': functools.partial(GRPO, aggregate=token_mean, mask_truncated=True),
     'dapo': functools.partial(DAPO, mask_truncated=True),
-    'gspo': PaperGSPO,
+    'gspo': functools.partial(GSPO, aggregate=token_mean, mask_truncated=True),
 }
 
 # %% ../nbs/14_scale.ipynb #trn04

@@ -28,6 +28,7 @@ from typing import Callable, Protocol, runtime_checkable
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, LoggerType, ProjectConfiguration, gather_object, set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -890,6 +891,13 @@ def _add_lora(model, lora: dict):
         raise ValueError("config.lora needs the peft package: pip install peft") from None
     return get_peft_model(model, LoraConfig(task_type='CAUSAL_LM', **lora))
 
+# %% ../nbs/05_trainer.ipynb #acccd1
+def _accelerator(mixed_precision: str, **kw) -> Accelerator:
+    "An Accelerator with this precision, dropping a previous trainer's different one in this process first."
+    if AcceleratorState._shared_state.get('_mixed_precision', mixed_precision) != mixed_precision:
+        AcceleratorState._reset_state()  # PartialState (the process group) is kept
+    return Accelerator(mixed_precision=mixed_precision, **kw)
+
 # %% ../nbs/05_trainer.ipynb #a2072b67
 class RFTTrainer:
     "RL finetuning of a causal LM: rollout -> rewards -> advantages -> algo.loss(reg) -> optimiser, on accelerate."
@@ -916,9 +924,7 @@ class RFTTrainer:
         self.out = Path(c.output_dir)
         trackers = None if c.log_with is None else [n.strip() for n in c.log_with.split(',')]
         project = ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out / 'tensorboard'))
-        self.accelerator = acc = Accelerator(
-            mixed_precision='bf16' if c.bf16 else 'no', log_with=trackers, project_config=project
-        )
+        self.accelerator = acc = _accelerator('bf16' if c.bf16 else 'no', log_with=trackers, project_config=project)
         if c.prompts_per_step % acc.num_processes:
             raise ValueError(
                 f"prompts_per_step={c.prompts_per_step} must be divisible by the number of processes "

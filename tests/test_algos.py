@@ -280,3 +280,34 @@ def test_truncated_is_weights_bad_input():
             truncated_is_weights(x, x, x, cap=cap)
     with pytest.raises(ValueError, match='is_weight'):
         GRPO().loss(x, x, x, torch.zeros(2), x, NoKL(), is_weight=x[:, :2])
+
+
+# ---- aggregation and truncation masking as options of every algorithm (the paper's loss for GRPO and GSPO) ----
+def test_grpo_with_token_mean_is_dapo_with_equal_clips():
+    torch.manual_seed(0)
+    logp, old = torch.randn(4, 6), torch.randn(4, 6)
+    mask = torch.ones(4, 6)
+    mask[0, 2:] = 0
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    a = GRPO(aggregate=token_mean).loss(logp, old, None, adv, mask, NoKL())[0]
+    b = DAPO(0.2, 0.2, dynamic_sampling=False, overlong_penalty=0).loss(logp, old, None, adv, mask, NoKL())[0]
+    assert torch.allclose(a, b, atol=1e-7)
+    assert (a - GRPO().loss(logp, old, None, adv, mask, NoKL())[0]).abs() > 1e-3   # the option changes the loss
+
+
+@pytest.mark.parametrize('make', [GRPO, DAPO, GSPO])
+def test_mask_truncated_for_every_algorithm(make):
+    mask, truncated = torch.ones(3, 4), torch.tensor([False, True, False])
+    assert torch.equal(make().completion_mask(mask, truncated), mask)
+    want = torch.tensor([[1.0] * 4, [0.0] * 4, [1.0] * 4])
+    assert torch.equal(make(mask_truncated=True).completion_mask(mask, truncated), want)
+    with pytest.raises(ValueError, match='mask_truncated must be True or False, got 1'): make(mask_truncated=1)
+
+
+def test_bad_aggregate_and_distinct_reprs():
+    with pytest.raises(ValueError, match='aggregate must be token_mean or sequence_mean'): GRPO(aggregate=torch.mean)
+    # config.json records repr(algo) and resume compares it: runs with different options must not look the same
+    reprs = [repr(a) for a in (GRPO(), GRPO(aggregate=token_mean), GRPO(mask_truncated=True), DAPO(),
+                               DAPO(mask_truncated=True), DAPO(overlong_buffer=4), GSPO(), GSPO(aggregate=token_mean))]
+    assert len(set(reprs)) == len(reprs), reprs
+    assert repr(GRPO(aggregate=sequence_mean)) == 'GRPO(eps=0.2)'   # the default, named or not

@@ -389,3 +389,10 @@ def test_dataset_row_without_prompt_names_the_row(tmp_path):
     with pytest.raises(ValueError, match="dataset row 3 has no 'prompt' field"):
         RFTTrainer(tiny_model(TOK, hidden=32, layers=1, heads=2), TOK, DATA[:3] + [dict(question='x')], reward,
                    RFTConfig(reg=NoKL(), output_dir=str(tmp_path), progress=False))
+
+def test_trainers_with_different_precisions_in_one_process(tmp_path):
+    "Regression: a bf16 trainer followed by an fp32 one failed ('AcceleratorState has already been initialized')."
+    for i, bf16 in enumerate((True, False, True)):
+        t = make(tmp_path / str(i), steps=1, save_every=0, bf16=bf16)
+        assert t.accelerator.mixed_precision == ('bf16' if bf16 else 'no')
+        assert t.train_step()['step'] == 1
