@@ -454,5 +454,6 @@ d = { 'settings': { 'branch': 'main',
                                  'carerft.trainer.check_rewards': ('trainer.html#check_rewards', 'carerft/trainer.py'),
                                  'carerft.trainer.checkpoint_paths': ('trainer.html#checkpoint_paths', 'carerft/trainer.py'),
                                  'carerft.trainer.chunk_weight': ('trainer.html#chunk_weight', 'carerft/trainer.py'),
+                                 'carerft.trainer.gathered_weights': ('trainer.html#gathered_weights', 'carerft/trainer.py'),
                                  'carerft.trainer.make_optimizer': ('trainer.html#make_optimizer', 'carerft/trainer.py'),
                                  'carerft.trainer.make_scheduler': ('trainer.html#make_scheduler', 'carerft/trainer.py')}}}

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['Algorithm', 'Regularizer', 'RFTConfig', 'make_optimizer', 'make_scheduler', 'check_rewards', 'chunk_weight',
-           'TrainingInterrupted', 'checkpoint_paths', 'check_output_dir', 'RFTTrainer']
+           'TrainingInterrupted', 'checkpoint_paths', 'check_output_dir', 'gathered_weights', 'RFTTrainer']
 
 # %% ../nbs/05_trainer.ipynb #15306055
 import contextlib
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
+from torch.distributed.fsdp import FSDPModule
 from accelerate.utils import DistributedType, LoggerType, ProjectConfiguration, gather_object, set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -898,6 +899,24 @@ def _accelerator(mixed_precision: str, **kw) -> Accelerator:
         AcceleratorState._reset_state()  # PartialState (the process group) is kept
     return Accelerator(mixed_precision=mixed_precision, **kw)
 
+# %% ../nbs/05_trainer.ipynb #gathcd1
+@contextlib.contextmanager
+def gathered_weights(
+    model,  # a model whose submodules may be FSDP2-sharded (torch's fully_shard); others pass through
+    reshard_after_forward: bool = True,  # the model's own FSDP2 setting, restored on exit
+):
+    "Inside the block every FSDP2-sharded module is gathered once and stays gathered; yields whether any was sharded."
+    mods = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for m in mods:
+        m.set_reshard_after_forward(False)
+        m.unshard()
+    try:
+        yield bool(mods)
+    finally:
+        for m in mods:
+            m.reshard()
+            m.set_reshard_after_forward(reshard_after_forward)
+
 # %% ../nbs/05_trainer.ipynb #a2072b67
 class RFTTrainer:
     "RL finetuning of a causal LM: rollout -> rewards -> advantages -> algo.loss(reg) -> optimiser, on accelerate."
@@ -943,6 +962,9 @@ class RFTTrainer:
         self.ref_model = None if ref_model is None else ref_model.to(acc.device).eval().requires_grad_(False)
         sharded = acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
         self._sharded = sharded and acc.num_processes > 1  # every forward is a collective (see "Several processes")
+        self._fsdp2 = self._sharded and any(isinstance(m, FSDPModule) for m in self.model.modules())
+        plugin = getattr(acc.state, 'fsdp_plugin', None)
+        self._reshard = getattr(plugin, 'reshard_after_forward', True)  # FSDP2's setting, put back after each rollout
         self.state = _State(c.seed, len(self.rows), acc.device, acc.process_index, acc.num_processes, gather_object)
         acc.register_for_checkpointing(self.state)
         self.checkpoints = _Checkpoints(self.out / 'checkpoints', acc, c.keep_checkpoints)
@@ -971,7 +993,11 @@ class RFTTrainer:
         c, policy = self.config, self._policy()
         rows = [self.rows[i] for i in idx]
         policy.eval()
-        with self.accelerator.autocast():  # bf16: a bf16 sampler over fp32 weights
+        gather = self._fsdp2  # FSDP2: gather the weights once for the whole rollout, then no collective per token
+        with (
+            self.accelerator.autocast(),
+            gathered_weights(policy, self._reshard) if gather else contextlib.nullcontext(),
+        ):
             r = sample(
                 policy,
                 self.tokenizer,
@@ -983,7 +1009,7 @@ class RFTTrainer:
                 self.state.gen,
                 c.suppress_eos,
                 top_p=c.top_p,
-                all_done=self._all_done if self._sharded else None,
+                all_done=self._all_done if self._sharded and not gather else None,
                 max_batch_tokens=c.rollout_batch_tokens,
             )
         r.rows = [row for row in rows for _ in range(c.group_size)]

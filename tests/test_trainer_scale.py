@@ -1,13 +1,16 @@
 "Paper-scale trainer options: token-budget micro-batches, schedules, weighted rewards, trackers, bf16, IS correction."
 
 import copy
+import os
+import subprocess
+import sys
+import textwrap
 import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
-from accelerate import Accelerator
 from transformers import get_scheduler
 
 import carerft.trainer as trainer_mod
@@ -60,7 +63,7 @@ def batch():
 
 def one_update(m0, r, num_iterations=1, **kw):
     "Weights after one SGD(lr=1) update of a copy of m0 on r: the (summed) gradient itself."
-    acc = Accelerator()
+    acc = trainer_mod._accelerator('no')  # fp32 whatever an earlier test left in accelerate's shared state
     m = copy.deepcopy(m0)
     opt = torch.optim.SGD(m.parameters(), lr=1.0)
     m, opt, sched = acc.prepare(m, opt, get_scheduler('constant', opt))
@@ -251,3 +254,59 @@ def test_bf16_keeps_fp32_weights(tmp_path, monkeypatch, fresh_accelerate_state):
     assert all(p.dtype == torch.float32 for p in t.accelerator.unwrap_model(t.model).parameters())
     row = log_of(tmp_path)[0]
     assert math.isfinite(row['loss']) and math.isfinite(row['logp_gap'])
+
+
+# ---- FSDP2: weights gathered once per rollout, not once per decoded token (issue 11, item 9) ----
+FSDP2_SCRIPT = textwrap.dedent('''
+    import json, sys, torch, torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    import torch.distributed.fsdp._fully_shard._fsdp_param_group as fsdp_group
+    from carerft.rollout import sample
+    from carerft.tiny import char_tokenizer, tiny_model
+    from carerft.trainer import gathered_weights
+    dist.init_process_group('gloo')
+    rank = dist.get_rank()
+    tok = char_tokenizer('abc0123456789+=')
+    prompts = ['1+2=', '3+4=']
+    def draw(model, **kw):
+        return sample(model, tok, prompts, 3, 6, 1.0, 16, torch.Generator().manual_seed(7), **kw).completions
+    want = draw(tiny_model(tok, hidden=32, layers=2, heads=2, seed=3))         # the unsharded model
+    model = tiny_model(tok, hidden=32, layers=2, heads=2, seed=3)
+    mesh = init_device_mesh('cpu', (dist.get_world_size(),))
+    for layer in model.model.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    gathers = [0]
+    real = fsdp_group.foreach_all_gather
+    def counted(*a, **k):
+        gathers[0] += 1
+        return real(*a, **k)
+    fsdp_group.foreach_all_gather = counted
+    with gathered_weights(model) as any_sharded:
+        at_entry = gathers[0]
+        got = draw(model)                                                      # no all_done: each process on its own
+        inside = gathers[0] - at_entry
+    before = gathers[0]
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[1, 2, 3]]))
+    out = dict(any_sharded=any_sharded, at_entry=at_entry, inside=inside, after=gathers[0] - before,
+               same=got == want, n=len(got))
+    json.dump(out, open(sys.argv[1] + f'/rank{rank}.json', 'w'))
+    dist.destroy_process_group()
+''')
+
+
+def test_fsdp2_weights_gathered_once_per_rollout(tmp_path):
+    "Two CPU processes, a tiny model sharded with torch's fully_shard: one gather per module, none while decoding."
+    (tmp_path / 'fsdp2.py').write_text(FSDP2_SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', str(tmp_path / 'fsdp2.py'),
+                        str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f'rank{rank}.json').read_text())
+        assert got['any_sharded'] and got['at_entry'] == 3              # three sharded modules, each gathered once
+        assert got['inside'] == 0 and got['n'] == 6                      # 6 tokens x 6 sequences decoded, no gather
+        assert got['same']                                                # the samples of the unsharded model
+        assert got['after'] == 3                                          # sharded again: a forward gathers again
