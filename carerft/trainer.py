@@ -1059,16 +1059,29 @@ class RFTTrainer:
     @torch.no_grad()
     def _ref_logprobs(self, r: Rollout) -> torch.Tensor | None:
         "Reference log-probs: the reference model, or the LoRA base with the adapter off; None if neither."
-        args = (r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask, self.config.temperature)
-        G = self.config.group_size  # groups share a prompt: score each prompt once
         if self.ref_model is not None:
-            with self.accelerator.autocast():
-                return token_logprobs(self.ref_model, *args, group_size=G)
+            return self._score_ref(self.ref_model, r)
         inner = self.accelerator.unwrap_model(self.model)
         if self.config.lora and hasattr(inner, 'disable_adapter'):
-            with inner.disable_adapter(), self.accelerator.autocast():  # the switch is on the inner model
-                return token_logprobs(self._policy(), *args, group_size=G)
+            with inner.disable_adapter():  # the switch is on the inner model, the forward goes through _policy()
+                return self._score_ref(self._policy(), r)
         return None
+
+    def _score_ref(self, model, r: Rollout) -> torch.Tensor:
+        "(N, T) log-probs of the batch under `model`, in the update's micro-batches (so its memory is the update's)."
+        out = torch.zeros_like(r.logp)  # (N, T)
+        for ix, g in _micro_batches_of(self.config, r):  # g: rows of one group side by side (a shared prompt)
+            b = _micro_batch(r, ix, r.completion_mask, None)
+            args = (
+                b['prompt_ids'],
+                b['prompt_mask'],
+                b['completion_ids'],
+                b['completion_mask'],
+                self.config.temperature,
+            )
+            with self.accelerator.autocast():
+                out[ix, : b['completion_ids'].shape[1]] = token_logprobs(model, *args, group_size=g).to(out.dtype)
+        return out
 
     def train_step(self) -> dict:
         "One optimisation step: collect a batch, score it against the reference, update; returns the log row."

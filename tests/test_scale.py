@@ -71,7 +71,7 @@ def test_plan_terms_are_the_equations():
     N, rows, P, T = 48, 8, 512, 1024
     s = 32 * d + 6 * (4 * 128) + 8 * I
     want = dict(weights=4 * n, gradients=4 * n, optimizer=8 * n, reference=2 * n,
-                kv_cache=N * (P + T) * 2 * L * 4 * 128 * 2, ref_forward=N * (P + T) * s,
+                kv_cache=N * (P + T) * 2 * L * 4 * 128 * 2, ref_forward=rows * (P + T) * s,
                 ref_logprob_head=512 * V * 10, autocast_copies=2 * (n - V * d),
                 activations=rows * (P + T) * (4 * L * d + 4 * s), logprob_head=512 * V * 20)
     assert set(p['terms_gib']) == set(TERMS) == set(want)
@@ -86,7 +86,7 @@ def test_plan_terms_are_the_equations():
 def test_chunk_and_reference_and_checkpointing_change_what_they_should():
     full, chunked = paper('qwen2.5-3b', logprob_chunk=None), paper('qwen2.5-3b', logprob_chunk=512)
     assert full['terms_gib']['logprob_head'] / chunked['terms_gib']['logprob_head'] == 8 * 1024 / 512
-    assert full['terms_gib']['ref_logprob_head'] / chunked['terms_gib']['ref_logprob_head'] == 48 * 1024 / 512
+    assert full['terms_gib']['ref_logprob_head'] / chunked['terms_gib']['ref_logprob_head'] == 8 * 1024 / 512  # a micro-batch
     assert paper('tiny', logprob_chunk=10**6)['terms_gib'] == paper('tiny', logprob_chunk=None)['terms_gib']
     none = paper('qwen2.5-3b', reference='none')['terms_gib']
     assert none['reference'] == none['ref_forward'] == none['ref_logprob_head'] == 0
@@ -99,7 +99,8 @@ def test_7b_plain_adamw_does_not_fit_but_8bit_does(gpu_gib):
     v = lambda opt, chunk: plan_memory('qwen2.5-7b', run_size('care-paper', optimizer=opt, logprob_chunk=chunk), gpu_gib)
     assert not v('adamw', None)['fits'] and not v('adamw', 512)['fits']
     assert v('adamw8bit', 512)['fits']
-    assert not v('adamw8bit', None)['fits']        # full logits: the reference's scoring pass does not fit
+    full = v('adamw8bit', None)                     # full logits: the update's head holds a micro-batch's logits
+    assert full['peak_phase'] == 'update' and full['fits'] == (gpu_gib > 138.4)   # 138.4 GiB: fits 139, not 131.3
     assert round(GPU_GIB, 1) == 131.3
 
 
@@ -131,11 +132,11 @@ def test_cli_json_fits(capsys):
 
 
 def test_cli_full_logits_with_none(capsys):
-    "--logprob-chunk none: full logits, and 7B with 8-bit AdamW no longer fits (the reference's scoring pass)."
+    "--logprob-chunk none: full logits, and 7B with 8-bit AdamW no longer fits (the update's log-prob head)."
     assert main(PAPER_7B + ['--optimizer', 'adamw8bit', '--logprob-chunk', 'none', '--json']) == 3
     out = json.loads(capsys.readouterr().out)
-    assert out['run']['logprob_chunk'] is None and out['peak_phase'] == 'scoring'
-    assert round(out['terms_gib']['ref_logprob_head'], 1) == 69.6
+    assert out['run']['logprob_chunk'] is None and out['peak_phase'] == 'update' and round(out['peak_gib'], 1) == 138.4
+    assert round(out['terms_gib']['logprob_head'], 1) == 23.2 and round(out['terms_gib']['ref_logprob_head'], 1) == 11.6
 
 
 def test_cli_does_not_fit_exits_3_and_says_why(capsys):

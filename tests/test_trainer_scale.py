@@ -310,3 +310,14 @@ def test_fsdp2_weights_gathered_once_per_rollout(tmp_path):
         assert got['inside'] == 0 and got['n'] == 6                      # 6 tokens x 6 sequences decoded, no gather
         assert got['same']                                                # the samples of the unsharded model
         assert got['after'] == 3                                          # sharded again: a forward gathers again
+
+
+@pytest.mark.parametrize('kw', [dict(micro_batch_tokens=1), dict(micro_batch_tokens=25), dict(grad_accum_steps=2)])
+def test_reference_scored_in_the_update_micro_batches(tmp_path, batch, kw):
+    "The reference pass runs in the update's micro-batches (bounded memory) and gives the unsplit pass's log-probs."
+    _, r = batch
+    t = make(tmp_path, **kw)
+    want = token_logprobs(t.ref_model, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask)
+    chunks = trainer_mod._micro_batches_of(t.config, r)
+    assert len(chunks) > 1                                                    # it really is split
+    torch.testing.assert_close(t._ref_logprobs(r), want * r.completion_mask, rtol=0, atol=1e-5)
