@@ -13,20 +13,24 @@ EVAL = dict(n_questions=16, n_samples=4)
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
     d = tmp_path_factory.mktemp('cmp')
-    arms = plan_arms(regs=('none', 'rkl', 'srkl'), seeds=(0, 1), entropy_coefs=(0.01,))
-    res = compare(d / 'out', arms, tw.ToyWorldConfig(**WORLD), rl=SMALL_RL, eval_kw=EVAL, cache_dir=d / 'cache', progress=False)
+    arms = plan_arms(regs=('none', 'rkl', 'srkl'), base_seeds=(0, 1), entropy_coefs=(0.01,))
+    res = compare(d / 'out', arms, tw.ToyWorldConfig(**WORLD), rl=SMALL_RL, eval_kw=EVAL, cache_dir=d / 'cache', progress=False,
+                  workers=1)
     return d, arms, res
 
 def test_results_schema(run):
     d, arms, res = run
     saved = json.loads((d / 'out' / 'results.json').read_text())
     assert json.dumps(saved['arms']) == json.dumps(res)
-    assert len(res) == len(arms) + 2                                   # + one base-model entry per seed
+    assert len(res) == len(arms) + 2                                   # + one base-model entry per base seed
     for a in res:
-        for k in ('algo', 'reg', 'seed', 'accuracy', 'hallucination_rate', 'ece', 'brier', 'auroc'):
+        for k in ('algo', 'reg', 'seed', 'base_seed', 'base_sha256', 'accuracy', 'hallucination_rate', 'ece', 'brier', 'auroc'):
             assert k in a, (k, a)
         assert 0 <= a['accuracy'] <= 1 and 0 <= a['hallucination_rate'] <= 1 and 0 <= a['ece'] <= 1
     assert {a['reg'] for a in res} == {'base', 'none', 'rkl', 'srkl'}
+    sha = {a['base_seed']: a['base_sha256'] for a in res if a['reg'] == 'base'}
+    assert len(set(sha.values())) == 2 and all(a['base_sha256'] == sha[a['base_seed']] for a in res)   # each arm's base
+    assert saved['base'] == {'version': tw.BASE_VERSION}
     assert sum(a['entropy_coef'] > 0 for a in res) == 2
     for a in res:
         if a['reg'] != 'base':
@@ -47,10 +51,11 @@ def test_resume_skips_finished_arms(run):
     orig = cmp.run_arm
     cmp.run_arm = lambda *a, **k: calls.append(a) or orig(*a, **k)
     try:
-        more = plan_arms(regs=('none', 'rkl', 'srkl'), seeds=(0, 1), betas=(0.04, 0.2), entropy_coefs=(0.01,))
-        res2 = compare(d / 'out', more, tw.ToyWorldConfig(**WORLD), rl=SMALL_RL, eval_kw=EVAL, cache_dir=d / 'cache', progress=False)
+        more = plan_arms(regs=('none', 'rkl', 'srkl'), base_seeds=(0, 1), betas=(0.04, 0.2), entropy_coefs=(0.01,))
+        res2 = compare(d / 'out', more, tw.ToyWorldConfig(**WORLD), rl=SMALL_RL, eval_kw=EVAL, cache_dir=d / 'cache', progress=False,
+                       workers=1)
     finally: cmp.run_arm = orig
-    assert len(calls) == 4                                            # only the beta=0.2 rkl/srkl arms of both seeds
+    assert len(calls) == 4                                            # only the beta=0.2 rkl/srkl arms of both bases
     assert json.dumps(res2[:len(res)]) == json.dumps(res)
 
 def test_cli(tmp_path, capsys):
@@ -90,6 +95,7 @@ import sys
 import time
 import types
 import carerft.compare as cmp
+from carerft.trainer import checkpoint_paths
 
 
 @pytest.fixture
@@ -121,11 +127,11 @@ def test_overwrite_starts_the_folder_afresh(tmp_path):
     arms = plan_arms(regs=('none',))
     kw = dict(world=tw.ToyWorldConfig(**WORLD), eval_kw=EVAL, cache_dir=tmp_path / 'cache', progress=False)
     compare(tmp_path / 'o', arms, rl=SMALL_RL, **kw)
-    stale = tmp_path / 'o' / 'grpo-srkl-b0.04-a0.8-s0'                          # an unfinished arm of the old settings
+    stale = tmp_path / 'o' / 'grpo-srkl-b0.04-a0.8-base0-s0'                          # an unfinished arm of the old settings
     (stale / 'checkpoints' / 'step-2').mkdir(parents=True)
     res = compare(tmp_path / 'o', arms, rl=dict(SMALL_RL, steps=2), overwrite=True, **kw)
     assert [a['steps'] for a in res] == [0, 2] and not stale.exists()
-    assert len((tmp_path / 'o' / 'grpo-none-s0' / 'log.jsonl').read_text().splitlines()) == 2
+    assert len((tmp_path / 'o' / 'grpo-none-base0-s0' / 'log.jsonl').read_text().splitlines()) == 2
     assert json.loads((tmp_path / 'o' / 'results.json').read_text())['rl']['steps'] == 2
 
 
@@ -150,10 +156,10 @@ def test_unfinished_arm_without_checkpoint_is_restarted(tmp_path):
     "An arm folder with a log but no checkpoint (interrupted before its first save) does not block the rerun."
     arms = plan_arms(regs=('none',))
     kw = dict(world=tw.ToyWorldConfig(**WORLD), rl=SMALL_RL, eval_kw=EVAL, cache_dir=tmp_path / 'cache', progress=False)
-    (tmp_path / 'o' / 'grpo-none-s0').mkdir(parents=True)
-    (tmp_path / 'o' / 'grpo-none-s0' / 'log.jsonl').write_text('{"step": 1}\n')
+    (tmp_path / 'o' / 'grpo-none-base0-s0').mkdir(parents=True)
+    (tmp_path / 'o' / 'grpo-none-base0-s0' / 'log.jsonl').write_text('{"step": 1}\n')
     res = compare(tmp_path / 'o', arms, **kw)
-    assert len((tmp_path / 'o' / 'grpo-none-s0' / 'log.jsonl').read_text().splitlines()) == SMALL_RL['steps'] and len(res) == 2
+    assert len((tmp_path / 'o' / 'grpo-none-base0-s0' / 'log.jsonl').read_text().splitlines()) == SMALL_RL['steps'] and len(res) == 2
 
 
 @pytest.mark.parametrize('flags,said', [
@@ -237,7 +243,7 @@ def test_ctrl_c_prints_one_line_with_the_resume_command_and_resumes_exactly(tmp_
     out = tmp_path / 'cut'
     p = subprocess.Popen([sys.executable, str(driver), '--out', str(out)] + flags, env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    log, t0 = out / 'grpo-srkl-b0.04-a0.8-s0' / 'log.jsonl', time.time()
+    log, t0 = out / 'grpo-srkl-b0.04-a0.8-base0-s0' / 'log.jsonl', time.time()
     while not (log.exists() and log.read_text().count('\n') >= 2) and p.poll() is None and time.time() - t0 < 240: time.sleep(0.01)
     p.send_signal(signal.SIGINT)
     stdout, stderr = p.communicate(timeout=120)
@@ -255,7 +261,7 @@ def test_ctrl_c_prints_one_line_with_the_resume_command_and_resumes_exactly(tmp_
     drop = lambda e: {k: v for k, v in e.items() if k != 'seconds'}
     assert [drop(e) for e in a] == [drop(e) for e in b]
     rows = lambda p: [{k: v for k, v in json.loads(l).items() if not k.startswith('time_')} for l in p.read_text().splitlines()]
-    assert rows(tmp_path / 'full' / 'grpo-srkl-b0.04-a0.8-s0' / 'log.jsonl') == rows(log)   # the same training, step by step
+    assert rows(tmp_path / 'full' / 'grpo-srkl-b0.04-a0.8-base0-s0' / 'log.jsonl') == rows(log)   # the same training, step by step
 
 
 def test_each_rl_arm_shows_a_step_bar(tmp_path, capfd):
@@ -264,7 +270,7 @@ def test_each_rl_arm_shows_a_step_bar(tmp_path, capfd):
     kw = dict(world=tw.ToyWorldConfig(**WORLD), rl=SMALL_RL, eval_kw=EVAL, cache_dir=tmp_path / 'cache')
     compare(tmp_path / 'a', arms, progress=True, **kw)
     err = capfd.readouterr().err
-    assert 'grpo-none-s0: ' in err and f"{SMALL_RL['steps']}/{SMALL_RL['steps']}" in err
+    assert 'grpo-none-base0-s0: ' in err and f"{SMALL_RL['steps']}/{SMALL_RL['steps']}" in err
     compare(tmp_path / 'b', arms, progress=False, **kw)
     assert capfd.readouterr().err.strip() == ''
 
@@ -274,9 +280,146 @@ def test_each_rl_arm_shows_a_step_bar(tmp_path, capfd):
     (dict(lr=float('inf')), 'lr must be a finite number > 0, got inf'),
     (dict(n_samples=2.0), 'n_samples must be an int >= 1'),
     (dict(entropy_coefs=(0.0,)), 'entropy_coefs must be finite numbers > 0'),
-    (dict(regs=('kl',)), 'regs must be among')])
+    (dict(regs=('kl',)), 'regs must be among'), (dict(workers=0), 'workers must be an int >= 1, got 0'),
+    (dict(base_seeds=(0, 0)), 'base_seeds lists 0 twice'), (dict(base_seeds=()), 'base_seeds is empty')])
 def test_run_compare_names_the_argument(tmp_path, kw, said):
     "run_compare is the library function behind `carerft compare`: every argument is checked before any work, by name."
     with pytest.raises(ValueError) as e:
         cmp.run_compare(tmp_path / 'o', **kw)
     assert str(e.value).startswith(said) and not (tmp_path / 'o').exists()
+
+
+# ---------------------------------------------------------------- base seeds and parallel arms (issue 13, items 2-3)
+LEARNS = dict(WORLD, base_steps=100, lr=1e-2, max_steps=1)          # a miniature world whose base gets some answers right
+PAR_RL = dict(steps=3, prompts_per_step=4, group_size=4, save_every=2)
+PAR_EVAL = dict(n_questions=16, n_samples=4)
+
+
+def _rows(path):
+    return [{k: v for k, v in json.loads(l).items() if not k.startswith('time_')} for l in path.read_text().splitlines()]
+
+
+def test_one_and_two_workers_write_the_same_results(tmp_path):
+    "Two bases x one RL seed x (no KL, CARE): one worker and two give the same results.json and logs, bases included."
+    arms = plan_arms(regs=('none', 'srkl'), base_seeds=(0, 1))
+    kw = dict(world=tw.ToyWorldConfig(**LEARNS), rl=PAR_RL, eval_kw=PAR_EVAL, progress=False)
+    res = {n: compare(tmp_path / f'w{n}', arms, cache_dir=tmp_path / f'c{n}', workers=n, **kw) for n in (1, 2)}
+    saved = {n: json.loads((tmp_path / f'w{n}' / 'results.json').read_text())['arms'] for n in (1, 2)}
+    drop = lambda es: json.dumps([{k: v for k, v in e.items() if k != 'seconds'} for e in es])   # NaN == NaN in JSON
+    assert drop(res[1]) == drop(res[2]) == drop(saved[1]) == drop(saved[2])
+    assert [(e['reg'], e['base_seed']) for e in saved[2]] == [('base', 0), ('base', 1), ('none', 0), ('srkl', 0),
+                                                             ('none', 1), ('srkl', 1)]              # the plan's order
+    for a in arms:
+        assert _rows(tmp_path / 'w1' / arm_name(a) / 'log.jsonl') == _rows(tmp_path / 'w2' / arm_name(a) / 'log.jsonl')
+    assert any(e['accuracy'] > 0 for e in res[2])                     # numbers worth comparing, not all zeros
+    sha = [e['base_sha256'] for e in saved[2]]
+    assert sha[0] != sha[1] and sha[2:] == [sha[0], sha[0], sha[1], sha[1]]
+
+
+def test_bases_and_rl_seeds_are_paired(tmp_path):
+    "Every RL seed runs on every base; an arm and its base are evaluated on the same held-out questions."
+    arms = plan_arms(regs=('none',), seeds=(0, 1), base_seeds=(0, 1))
+    assert [(a['base_seed'], a['seed']) for a in arms] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert len({arm_name(a) for a in arms}) == 4
+    seen = []
+    orig = tw.evaluate_world
+    def spy(model, tok, world, seed, **kw):
+        seen.append(seed)
+        return orig(model, tok, world, seed=seed, **kw)
+    import unittest.mock
+    with unittest.mock.patch.object(tw, 'evaluate_world', spy):
+        res = compare(tmp_path / 'o', arms, tw.ToyWorldConfig(**WORLD), rl=dict(SMALL_RL, steps=1), eval_kw=EVAL,
+                      cache_dir=tmp_path / 'c', progress=False, workers=1)
+    assert [(e['reg'], e['base_seed'], e['seed']) for e in res] == [('base', 0, 0), ('base', 1, 1)] + [
+        ('none', b, s) for b in (0, 1) for s in (0, 1)]
+    assert seen == [10_000, 10_001, 10_000, 10_000, 10_001, 10_001]    # the eval seed follows the base seed
+    rows = {(b, s): _rows(tmp_path / 'o' / f'grpo-none-base{b}-s{s}' / 'log.jsonl') for b in (0, 1) for s in (0, 1)}
+    assert rows[0, 0] != rows[0, 1] and rows[0, 0] != rows[1, 0]      # the RL seed and the base both change the run
+
+
+def test_results_of_the_old_base_recipe_are_not_resumed(run, tmp_path):
+    "Regression: a results.json written with bases of the earlier recipe (no 'base' section) would have been extended."
+    d, arms, _ = run
+    old = json.loads((d / 'out' / 'results.json').read_text())
+    del old['base']
+    (tmp_path / 'o').mkdir()
+    (tmp_path / 'o' / 'results.json').write_text(json.dumps(old))
+    with pytest.raises(ValueError, match='base: unset -> {"version": 2}'):
+        compare(tmp_path / 'o', arms, tw.ToyWorldConfig(**WORLD), rl=SMALL_RL, eval_kw=EVAL, cache_dir=d / 'cache',
+                progress=False, workers=1)
+
+
+def test_workers_show_a_step_bar_per_arm(tmp_path, capfd):
+    arms = plan_arms(regs=('none', 'rkl'))
+    compare(tmp_path / 'o', arms, tw.ToyWorldConfig(**WORLD), rl=SMALL_RL, eval_kw=EVAL, cache_dir=tmp_path / 'c',
+            progress=True, workers=2)
+    err = capfd.readouterr().err
+    for a in arms:
+        assert f'{arm_name(a)}: ' in err, err
+    assert f"{SMALL_RL['steps']}/{SMALL_RL['steps']}" in err and 'Traceback' not in err
+
+
+PAR_DRIVER = """
+import functools, signal, sys
+import carerft.toyworld as tw, carerft.compare as cmp, carerft.cli as cli
+
+def small_world(out, arms, world, *args):
+    return compare(out, arms, tw.ToyWorldConfig(**{world!r}), *args)
+
+if __name__ == '__main__':                                   # the spawned workers import this file again
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    compare = cmp.compare
+    cmp.compare = small_world
+    cmp.RL_DEFAULTS.update({rl!r})
+    cli.run_compare = functools.partial(cmp.run_compare, workers=int(sys.argv[1]))
+    sys.exit(cli.main(['compare'] + sys.argv[2:]))
+"""
+
+
+def test_ctrl_c_with_two_workers_keeps_checkpoints_and_resumes_exactly(tmp_path):
+    "Ctrl-C reaches the main process only; it stops both training workers, which checkpoint; the rerun equals one worker's run."
+    driver = tmp_path / 'driver.py'
+    driver.write_text(PAR_DRIVER.format(world=WORLD, rl=dict(prompts_per_step=4, group_size=4, save_every=10)))
+    env = dict(os.environ, HF_HUB_OFFLINE='1', TOKENIZERS_PARALLELISM='false')
+    flags = ['--regs', 'none,srkl', '--steps', '150', '--n-questions', '8', '--n-samples', '2', '--no-progress']
+    def run(workers, out, extra=()):
+        return subprocess.run([sys.executable, str(driver), str(workers), '--out', str(out), '--cache-dir',
+                               str(tmp_path / f'c{workers}')] + flags + list(extra), env=env, capture_output=True,
+                              text=True, timeout=300)
+    full = run(1, tmp_path / 'full')
+    assert full.returncode == 0, full.stderr
+    out = tmp_path / 'cut'
+    p = subprocess.Popen([sys.executable, str(driver), '2', '--out', str(out), '--cache-dir', str(tmp_path / 'c2')] + flags,
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    logs, t0 = [out / n / 'log.jsonl' for n in ('grpo-none-base0-s0', 'grpo-srkl-b0.04-a0.8-base0-s0')], time.time()
+    while not all(l.exists() and l.read_text().count('\n') >= 12 for l in logs) and p.poll() is None and time.time() - t0 < 240:
+        time.sleep(0.01)
+    p.send_signal(signal.SIGINT)                                     # to the main process alone, as the test can
+    stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode == 130, (stdout, stderr)
+    text = stdout + stderr
+    assert 'Traceback' not in text and len(text.strip().splitlines()) == 1, text
+    assert 'checkpoint' in text and 'resume with: carerft compare' in text
+    last = [max(int(c.name.split('-')[1]) for c in checkpoint_paths(l.parent / 'checkpoints')) for l in logs]
+    assert min(last) >= 12 and min(last) < 150, last                  # both saved their progress, one at least mid-way
+    again = run(2, out)
+    assert again.returncode == 0, again.stderr
+    a, b = (json.loads((o / 'results.json').read_text())['arms'] for o in (tmp_path / 'full', out))
+    drop = lambda e: {k: v for k, v in e.items() if k != 'seconds'}
+    assert [drop(e) for e in a] == [drop(e) for e in b]
+    for l in logs:
+        assert _rows(tmp_path / 'full' / l.parent.name / 'log.jsonl') == _rows(l)
+
+
+def test_a_failing_arm_stops_the_other_workers(tmp_path):
+    "A task that fails in a worker stops the arms still training (they keep their progress) before its error is raised."
+    arms = plan_arms(regs=('none', 'rkl'))
+    broken = tmp_path / 'o' / arm_name(arms[1]) / 'checkpoints' / 'step-1'
+    broken.mkdir(parents=True)                                        # a checkpoint that cannot load: this arm fails
+    with pytest.raises(RuntimeError, match='checkpoint'):
+        compare(tmp_path / 'o', arms, tw.ToyWorldConfig(**WORLD), rl=dict(SMALL_RL, steps=400, save_every=50), eval_kw=EVAL,
+                cache_dir=tmp_path / 'c', progress=False, workers=2)
+    saved = json.loads((tmp_path / 'o' / 'results.json').read_text())['arms']
+    assert [e['reg'] for e in saved] == ['base']                      # the base was kept, neither arm finished
+    log = tmp_path / 'o' / arm_name(arms[0]) / 'log.jsonl'
+    assert not log.exists() or log.read_text().count('\n') < 400       # the other arm was stopped, not run to the end

@@ -179,3 +179,71 @@ def test_evaluate_world_records_and_metrics():
     assert res['hallucination_rate'] == sum(r['majority'] != IDK for r in unans) / 20
     assert res['ece'] == pytest.approx(ece([r['confidence'] for r in ans], [r['correct'] for r in ans]))
     with pytest.raises(ValueError, match='n_questions'): evaluate_world(model, tok, cfg, n_questions=0)
+
+
+# ---------------------------------------------------------------- machine-independent bases (issue 13, item 2)
+import os
+import subprocess
+import sys
+from carerft.toyworld import BASE_VERSION, config_hash, torch_threads, weights_sha256
+
+THREADS_WORLD = dict(base_examples=2000, base_steps=20, batch_size=64, hidden=32, layers=1, heads=2, intermediate=64)
+THREADS_DRIVER = """
+import json, sys, torch
+n = int(sys.argv[1])
+torch.set_num_threads(n)
+from carerft import toyworld as tw
+model, _ = tw.train_base(tw.ToyWorldConfig(**{world!r}), seed=3, cache_dir=sys.argv[2], progress=False)
+info = json.loads((tw.base_path(tw.ToyWorldConfig(**{world!r}), 3, sys.argv[2]) / 'train_info.json').read_text())
+print(json.dumps(dict(sha=tw.weights_sha256(model), saved=info['sha256'], threads=torch.get_num_threads())))
+"""
+
+
+def test_base_is_bit_identical_for_1_2_and_4_threads(tmp_path):
+    "Regression (issue 13): the base's weights changed with the torch thread count; this small base did at 1 vs 4 threads."
+    driver = tmp_path / 'driver.py'
+    driver.write_text(THREADS_DRIVER.format(world=THREADS_WORLD))
+    seen = {}
+    for n in (1, 2, 4):
+        env = dict(os.environ, OMP_NUM_THREADS=str(n), MKL_NUM_THREADS=str(n), HF_HUB_OFFLINE='1')
+        r = subprocess.run([sys.executable, str(driver), str(n), str(tmp_path / f'cache{n}')], env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        seen[n] = json.loads(r.stdout.strip().splitlines()[-1])
+        assert seen[n]['threads'] == n                                   # the caller's count is restored afterwards
+        assert seen[n]['saved'] == seen[n]['sha']                        # train_info.json records the loaded weights
+    assert seen[1]['sha'] == seen[2]['sha'] == seen[4]['sha'], seen
+
+
+def test_weights_sha256_sees_every_bit_and_only_the_weights():
+    cfg, tok = ToyWorldConfig(**TINY), world_tokenizer()
+    a, b = world_model(cfg, tok, seed=0), world_model(cfg, tok, seed=0)
+    assert weights_sha256(a) == weights_sha256(b) and len(weights_sha256(a)) == 64
+    assert weights_sha256(world_model(cfg, tok, seed=1)) != weights_sha256(a)
+    with torch.no_grad():
+        w = b.model.layers[0].mlp.up_proj.weight
+        w[3, 5] = torch.nextafter(w[3, 5], torch.tensor(math.inf))   # one weight, one unit in the last place
+    assert weights_sha256(b) != weights_sha256(a)
+    assert weights_sha256(a.to(torch.float64)) != weights_sha256(world_model(cfg, tok, seed=0))   # the dtype counts
+
+
+def test_torch_threads_restores_the_count():
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError):
+        with torch_threads(1):
+            assert torch.get_num_threads() == 1
+            raise RuntimeError
+    assert torch.get_num_threads() == before
+
+
+def test_bases_of_the_old_recipe_are_not_loaded(tmp_path):
+    "Regression: a base cached before the one-thread recipe sat at <hash>-seed<k> and would have been reused as is."
+    cfg = ToyWorldConfig(**TINY)
+    old = tmp_path / f'{config_hash(cfg)}-seed0'
+    old.mkdir()
+    (old / 'config.json').write_text('not a model')                   # loading it would fail loudly
+    model, _ = train_base(cfg, seed=0, cache_dir=tmp_path, progress=False)
+    path = base_path(cfg, 0, tmp_path)
+    assert path.name == f'{config_hash(cfg)}-v{BASE_VERSION}-seed0' and path.is_dir()
+    info = json.loads((path / 'train_info.json').read_text())
+    assert (info['base_version'], info['torch_threads'], info['sha256']) == (BASE_VERSION, 1, weights_sha256(model))
