@@ -375,7 +375,13 @@ def _add_compare(sub) -> argparse.ArgumentParser:
         '--seeds',
         type=_csv(int, 'ints'),
         default=None,
-        help='comma list of seeds >= 0 (base model and RL), e.g. 0,1,2 (default 0)',
+        help='comma list of RL seeds >= 0, each run on every base model, e.g. 0,1,2 (default 0)',
+    )
+    c.add_argument(
+        '--base-seeds',
+        type=_csv(int, 'ints'),
+        default=None,
+        help='comma list of base-model seeds >= 0: the bases the arms start from, e.g. 0,1 (default 0)',
     )
     c.add_argument(
         '--betas',
@@ -392,7 +398,7 @@ def _add_compare(sub) -> argparse.ArgumentParser:
         default=(),
         help='also run no-KL arms with these entropy bonuses > 0, e.g. 0.01',
     )
-    c.add_argument('--grid', action='store_true', help='shorthand for --algos grpo,dapo,gspo --seeds 0,1,2')
+    c.add_argument('--grid', action='store_true', help='shorthand for --algos grpo,dapo,gspo --seeds 0,1,2 (on base 0)')
     c.add_argument(
         '--steps',
         type=int,
@@ -418,7 +424,13 @@ def _add_compare(sub) -> argparse.ArgumentParser:
         help='samples per question for the majority vote, >= 1',
     )
     c.add_argument('--cache-dir', default=None, help='base-model cache (default ~/.cache/carerft/toyworld)')
-    c.add_argument('--threads', type=int, default=1, help='torch threads, >= 1 (default 1)')
+    c.add_argument('--threads', type=int, default=1, help='torch threads of each worker, >= 1 (default 1)')
+    c.add_argument(
+        '--workers',
+        type=int,
+        default=None,
+        help='processes running arms at once, >= 1 (default: the number of cores); results do not depend on it',
+    )
     c.add_argument('--no-progress', action='store_true', help='no progress bars')
     c.add_argument('--overwrite', action='store_true', help='start --out afresh: delete its results and arm runs first')
     return c

@@ -423,3 +423,22 @@ def test_a_failing_arm_stops_the_other_workers(tmp_path):
     assert [e['reg'] for e in saved] == ['base']                      # the base was kept, neither arm finished
     log = tmp_path / 'o' / arm_name(arms[0]) / 'log.jsonl'
     assert not log.exists() or log.read_text().count('\n') < 400       # the other arm was stopped, not run to the end
+
+
+def test_cli_base_seeds_and_workers(tmp_path, capsys):
+    "--base-seeds pairs every RL seed with every base; --workers is a flag whose errors name it."
+    argv = ['compare', '--out', str(tmp_path / 'o'), '--regs', 'none', '--steps', '2', '--base-steps', '10',
+            '--n-questions', '8', '--n-samples', '2', '--cache-dir', str(tmp_path / 'c'), '--no-progress',
+            '--base-seeds', '0,1', '--seeds', '3', '--workers', '1']
+    import carerft.compare as cmp
+    backup = dict(cmp.RL_DEFAULTS)
+    cmp.RL_DEFAULTS.update(prompts_per_step=4, group_size=2)
+    try: assert main(argv) == 0
+    finally: cmp.RL_DEFAULTS.clear(); cmp.RL_DEFAULTS.update(backup)
+    arms = json.loads((tmp_path / 'o' / 'results.json').read_text())['arms']
+    assert sorted((a['reg'], a['base_seed']) for a in arms) == [('base', 0), ('base', 1), ('none', 0), ('none', 1)]
+    assert all(a['seed'] == 3 for a in arms if a['reg'] == 'none')
+    assert len({a['base_sha256'] for a in arms}) == 2                  # two different bases, each arm names its own
+    capsys.readouterr()
+    assert main(argv[:-1] + ['0']) == 2
+    assert '--workers' in capsys.readouterr().err
