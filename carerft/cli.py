@@ -85,6 +85,21 @@ def explain(
         print(f'figure written to {out}', file=file)
     return rows
 
+# %% ../nbs/13_cli.ipynb #flagscd1
+def _flags(add) -> dict[str, str]:
+    "The flag of each option of the subcommand that `add(subparsers)` adds, by argument name."
+    p = add(argparse.ArgumentParser().add_subparsers())
+    return {a.dest: a.option_strings[0] for a in p._actions if a.option_strings and a.dest != 'help'}
+
+
+def _as_flag(err: Exception, add) -> Exception:
+    "A library message that starts with an argument's name, saying its flag instead ('n_samples' -> '--n-samples')."
+    flags = _flags(add)
+    name, _, rest = str(err).partition(' ')
+    if name in flags:
+        return type(err)(f'{flags[name]} {rest}')
+    return err
+
 # %% ../nbs/13_cli.ipynb #flagcd1
 def _float_or_none(s: str) -> float | None:
     return None if s.lower() == 'none' else float(s)
@@ -104,7 +119,7 @@ def _float_list(s: str) -> list[float] | None:
 
 _float_list.__name__ = 'comma list of numbers'  # argparse's error: "invalid comma list of numbers value: '1,x'"
 
-
+# %% ../nbs/13_cli.ipynb #jsoncd1
 def _json_dict(s: str) -> dict:
     try:
         d = json.loads(s)
@@ -114,7 +129,7 @@ def _json_dict(s: str) -> dict:
         raise argparse.ArgumentTypeError(f"must be a JSON object, got {s!r}")
     return d
 
-
+# %% ../nbs/13_cli.ipynb #opttyp1
 _OFF = "; 'none' switches it off"
 _OPTIONAL_TYPES = {  # annotation: (argparse type, what the help adds)
     float | None: (_float_or_none, _OFF),
@@ -132,7 +147,7 @@ def _source(cls) -> str:
     except (OSError, TypeError):
         return ''
 
-
+# %% ../nbs/13_cli.ipynb #cfgflg1
 def config_flags(
     config_class=RFTConfig,  # the dataclass whose fields become flags
 ) -> dict[str, dict]:
@@ -155,6 +170,20 @@ def config_flags(
             raise TypeError(f"{config_class.__name__}.{f.name}: no command-line type for {f.type}")
         flags[f.name] = kw
     return flags
+
+# %% ../nbs/13_cli.ipynb #trnex01
+def _tiny_train_command(folder: str = 'tiny') -> str:
+    "The `carerft train` command of the tiny example (see `carerft tiny`)."
+    return (
+        f"carerft train --model {folder}/model --data {folder}/data.jsonl --reward gsm8k --steps 3 --group-size 4 "
+        "--prompts-per-step 2 --max-new-tokens 8 --output-dir runs/tiny"
+    )
+
+
+TRAIN_EXAMPLE = f"""example, on a tiny random model and a local JSONL file (seconds on a CPU):
+  carerft tiny --out tiny
+  {_tiny_train_command()}
+continue an interrupted or finished run with the same command and --resume; start it afresh with --overwrite"""
 
 # %% ../nbs/13_cli.ipynb #flagcd3
 _TRAIN_OTHER = ('preset', 'model', 'data', 'prompt_field', 'reward', 'algo', 'reg', 'beta', 'alpha')
@@ -223,7 +252,7 @@ def _read_config(path: str) -> dict:
         raise ValueError(f"--config {path}: unknown option(s) {unknown}; see carerft train --help")
     return opts
 
-
+# %% ../nbs/13_cli.ipynb #trnopt1
 def _train_options(args) -> dict:
     "Config file values overridden by the flags that were given."
     opts = _read_config(args.config) if args.config else {}
@@ -233,27 +262,13 @@ def _train_options(args) -> dict:
             raise ValueError(f"--{k} is required (or '{k}' in the config file)")
     return opts
 
-
+# %% ../nbs/13_cli.ipynb #trnerr1
 def _train_error(err: Exception) -> Exception:
     "A trainer message in the command's words: the flag for a field's name, --resume / --overwrite for resume=True ..."
     err = _as_flag(err, _add_train)
     return type(err)(str(err).replace('resume=True', '--resume').replace('overwrite=True', '--overwrite'))
 
 # %% ../nbs/13_cli.ipynb #trncmd1
-def _tiny_train_command(folder: str = 'tiny') -> str:
-    "The `carerft train` command of the tiny example (see `carerft tiny`)."
-    return (
-        f"carerft train --model {folder}/model --data {folder}/data.jsonl --reward gsm8k --steps 3 --group-size 4 "
-        "--prompts-per-step 2 --max-new-tokens 8 --output-dir runs/tiny"
-    )
-
-
-TRAIN_EXAMPLE = f"""example, on a tiny random model and a local JSONL file (seconds on a CPU):
-  carerft tiny --out tiny
-  {_tiny_train_command()}
-continue an interrupted or finished run with the same command and --resume; start it afresh with --overwrite"""
-
-
 def _config_and_rewards(opts: dict) -> tuple:
     "The RFTConfig and reward function(s) of the options: a preset's values with changes, or RFTConfig's defaults."
     fields = {k: opts[k] for k in config_flags() if k in opts}
@@ -268,14 +283,14 @@ def _config_and_rewards(opts: dict) -> tuple:
         rewards = load_rewards(opts.get('reward', 'math'))
     return config, rewards[0] if len(rewards) == 1 else rewards
 
-
+# %% ../nbs/13_cli.ipynb #trnrow1
 def _train_rows(opts: dict) -> list[dict]:
     "MATH train in the paper's prompt under a preset (default $CARERFT_DATA/math_train), else the --data rows."
     if opts.get('preset'):
         return load_math(math_train_path(opts.get('data')))
     return load_rows(opts['data'], opts.get('prompt_field', 'prompt'))
 
-
+# %% ../nbs/13_cli.ipynb #trncmd2
 def train_cmd(opts: dict):
     "Build everything from the options, check the plan, and train; returns the trainer."
     try:
@@ -294,21 +309,6 @@ def train_cmd(opts: dict):
     trainer.train()
     print(f"done: {trainer.state.step} steps; log in {cfg.output_dir}/log.csv, model in {cfg.output_dir}/final")
     return trainer
-
-# %% ../nbs/13_cli.ipynb #flagscd1
-def _flags(add) -> dict[str, str]:
-    "The flag of each option of the subcommand that `add(subparsers)` adds, by argument name."
-    p = add(argparse.ArgumentParser().add_subparsers())
-    return {a.dest: a.option_strings[0] for a in p._actions if a.option_strings and a.dest != 'help'}
-
-
-def _as_flag(err: Exception, add) -> Exception:
-    "A library message that starts with an argument's name, saying its flag instead ('n_samples' -> '--n-samples')."
-    flags = _flags(add)
-    name, _, rest = str(err).partition(' ')
-    if name in flags:
-        return type(err)(f'{flags[name]} {rest}')
-    return err
 
 # %% ../nbs/13_cli.ipynb #evalcmd1
 def _add_eval(sub) -> argparse.ArgumentParser:
@@ -338,7 +338,7 @@ def _add_eval(sub) -> argparse.ArgumentParser:
     e.add_argument('--no-progress', action='store_true', help='hide the progress bar')
     return e
 
-
+# %% ../nbs/13_cli.ipynb #evalcmd2
 def eval_cmd(args) -> list[dict]:
     "Run `carerft eval` from parsed arguments: `run_eval`, then the table of every benchmark on standard output."
     kw = {k: v for k, v in vars(args).items() if k not in ('command', 'no_progress')}
@@ -359,7 +359,7 @@ def _csv(typ, what: str):
     parse.__name__ = f'comma list of {what}'
     return parse
 
-
+# %% ../nbs/13_cli.ipynb #cmpcmd2
 def _add_compare(sub) -> argparse.ArgumentParser:
     "The `compare` subcommand: the arguments of `run_compare`, with its defaults, and `--grid`."
     c = sub.add_parser('compare', help='no KL vs RKL vs CARE on the toy world: results.json and report.md')
@@ -435,7 +435,7 @@ def _add_compare(sub) -> argparse.ArgumentParser:
     c.add_argument('--overwrite', action='store_true', help='start --out afresh: delete its results and arm runs first')
     return c
 
-
+# %% ../nbs/13_cli.ipynb #cmpcmd3
 def compare_cmd(args) -> list[dict]:
     "Run `carerft compare` from parsed arguments: `run_compare`, then the table and where the files are."
     if args.grid and (args.algos is not None or args.seeds is not None):
@@ -467,7 +467,7 @@ def _compare_resume_command(args) -> str:
             argv += [a.option_strings[0], str(value)]
     return shlex.join(argv)
 
-
+# %% ../nbs/13_cli.ipynb #cmpint1
 def _compare_interrupted(args, stop: KeyboardInterrupt) -> str:
     "One line: what an interrupted compare kept, where, and the command that continues it."
     results = Path(args.out) / 'results.json'
@@ -494,7 +494,7 @@ _BENCH_OPTIONS = (
     ('--seed', 'seed', 'seed'),
 )
 
-
+# %% ../nbs/13_cli.ipynb #benchcd2
 def _add_bench(sub) -> argparse.ArgumentParser:
     "The `bench` subcommand: arguments of `benchmark`, with its defaults, and `--json`."
     b = sub.add_parser(
@@ -515,7 +515,7 @@ def _add_bench(sub) -> argparse.ArgumentParser:
     b.add_argument('--json', default=None, help='write the full result to this JSON file')
     return b
 
-
+# %% ../nbs/13_cli.ipynb #benchcd3
 def bench_cmd(args) -> dict:
     "Run `carerft bench` from parsed arguments: `benchmark` (it prints each step and the summary), then --json."
     try:
@@ -547,7 +547,7 @@ _PLAN_HINTS = {  # the flags that shrink a term
     'logprob_head': '--logprob-chunk, --grad-accum-steps',
 }
 
-
+# %% ../nbs/13_cli.ipynb #plancmd2
 def _add_plan(sub) -> argparse.ArgumentParser:
     """The `plan` subcommand: a shape, the sizes of a preset or of RFTConfig's defaults, a flag for each (absent
     unless given), and `--json`."""
@@ -572,7 +572,7 @@ def _add_plan(sub) -> argparse.ArgumentParser:
     p.epilog = "sizes not given are the preset's, else RFTConfig's (and token_logprobs' chunk size)"
     return p
 
-
+# %% ../nbs/13_cli.ipynb #plancmd3
 def _why_not(
     plan: dict,  # from plan_memory or plan_model
     budget: str = '--gpu-gib',  # what the budget is called
@@ -588,7 +588,7 @@ def _why_not(
         f"largest: {said}"
     )
 
-
+# %% ../nbs/13_cli.ipynb #plancmd4
 def plan_cmd(args) -> dict:
     "Run `carerft plan`: the table (or --json) on standard output and, if the plan does not fit, why on standard error."
     changes = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(RunSize)}}
@@ -611,7 +611,7 @@ def _sharded() -> bool:
         os.environ.get(k, '').lower() in ('true', '1') for k in ('ACCELERATE_USE_FSDP', 'ACCELERATE_USE_DEEPSPEED')
     )
 
-
+# %% ../nbs/13_cli.ipynb #trplcd2
 def check_train_plan(
     model,  # the loaded policy
     config: RFTConfig,  # the run
@@ -637,12 +637,8 @@ def check_train_plan(
     return plan
 
 # %% ../nbs/13_cli.ipynb #b3eed391
-def _parser() -> argparse.ArgumentParser:
-    "The `carerft` parser: one subparser per subcommand."
-    p = argparse.ArgumentParser(
-        prog='carerft', description='CARE-RFT: reinforcement finetuning with a skew reverse-KL anchor.'
-    )
-    sub = p.add_subparsers(dest='command', required=True)
+def _add_explain(sub) -> argparse.ArgumentParser:
+    "The `explain` subcommand: the arguments of `explain`, with its defaults."
     e = sub.add_parser('explain', help='print the RKL vs SRKL penalty/gradient table and save its figure')
     e.add_argument(
         '--alpha',
@@ -657,6 +653,16 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument(
         '--out', default='carerft_explain.png', help="figure path; '' for none (default carerft_explain.png)"
     )
+    return e
+
+# %% ../nbs/13_cli.ipynb #parscd1
+def _parser() -> argparse.ArgumentParser:
+    "The `carerft` parser: one subparser per subcommand."
+    p = argparse.ArgumentParser(
+        prog='carerft', description='CARE-RFT: reinforcement finetuning with a skew reverse-KL anchor.'
+    )
+    sub = p.add_subparsers(dest='command', required=True)
+    _add_explain(sub)
     _add_train(sub)
     t = sub.add_parser('tiny', help='write a tiny random model and a JSONL file of sums, for a first carerft train run')
     t.add_argument('--out', default='tiny', help='folder for model/ and data.jsonl (default tiny)')
@@ -666,12 +672,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_plan(sub)
     return p
 
-
+# %% ../nbs/13_cli.ipynb #intrcd1
 def _resume_command(argv: list[str]) -> str:
     "The command that continues an interrupted `carerft train`: the same options with --resume (and no --overwrite)."
     return 'carerft ' + shlex.join([a for a in argv if a not in ('--resume', '--overwrite')] + ['--resume'])
 
-
+# %% ../nbs/13_cli.ipynb #intrcd2
 def _interrupted(args, argv: list[str], stop: KeyboardInterrupt) -> str:
     "The one line an interrupted subcommand prints; train and compare say what was kept and how to continue."
     if args.command == 'train' and getattr(stop, 'checkpoint', None):
@@ -683,7 +689,7 @@ def _interrupted(args, argv: list[str], stop: KeyboardInterrupt) -> str:
         return _compare_interrupted(args, stop)
     return f'carerft {args.command}: interrupted'
 
-
+# %% ../nbs/13_cli.ipynb #maincd1
 def main(argv=None) -> int:
     """Entry point of the `carerft` console command; returns the exit code (0 done, 2 bad input, 3 a plan that does not
     fit, 130 interrupted)."""

@@ -6,8 +6,8 @@
 __all__ = ['SHAPES', 'ROPE_THETA', 'PUBLISHED_PARAMS', 'GiB', 'KiB', 'OPTIMIZERS', 'REFERENCES', 'HEAD_BYTES', 'SCORE_BYTES',
            'TRAIN_PRESETS', 'PRESETS', 'ALL', 'TERMS', 'GPU_GIB', 'PAPER_ALGOS', 'shape_config', 'build_model',
            'count_params', 'state_bytes', 'reference_bytes', 'cast_bytes', 'kv_bytes_per_token', 'head_bytes',
-           'layer_bytes', 'activation_bytes', 'RunSize', 'run_size', 'memory_terms', 'plan_memory', 'format_plan',
-           'train_preset', 'plan_model']
+           'layer_bytes', 'activation_bytes', 'RunSize', 'run_size', 'batch_tokens', 'memory_terms', 'plan_memory',
+           'format_plan', 'train_preset', 'plan_model']
 
 # %% ../nbs/14_scale.ipynb #sc03
 import dataclasses
@@ -178,13 +178,15 @@ def _check_int(name: str, v):
 
 @dataclass
 class RunSize:
-    "What sets a run's memory besides the model's shape. The first seven are RFTConfig fields, with its defaults."
+    "What sets a run's memory besides the model's shape. The first nine are RFTConfig fields, with its defaults."
 
     group_size: int = _RFT['group_size']  # G: completions per prompt
     prompts_per_step: int = _RFT['prompts_per_step']  # B: prompts per step; N = B*G completions
     max_prompt_len: int = _RFT['max_prompt_len']  # P: longest prompt, in tokens
     max_new_tokens: int = _RFT['max_new_tokens']  # T: longest completion, in tokens
     grad_accum_steps: int = _RFT['grad_accum_steps']  # k: micro-batches per step, of N / k completions each
+    micro_batch_tokens: int | None = _RFT['micro_batch_tokens']  # or: padded tokens per update micro-batch
+    rollout_batch_tokens: int | None = _RFT['rollout_batch_tokens']  # padded tokens per sampling sub-batch
     gradient_checkpointing: bool = _RFT['gradient_checkpointing']  # recompute each decoder layer in the backward
     optimizer: str = 'adamw'  # 'adamw' (16 B/param) or 'adamw8bit' (10 B/param), both with fp32 master weights
     reference: str = 'bf16'  # the frozen reference copy: 'bf16', 'fp32' or 'none' (no KL term)
@@ -193,8 +195,11 @@ class RunSize:
     def __post_init__(self):
         for name in ('group_size', 'prompts_per_step', 'max_prompt_len', 'max_new_tokens', 'grad_accum_steps'):
             _check_int(name, getattr(self, name))
-        if self.logprob_chunk is not None:
-            _check_int('logprob_chunk', self.logprob_chunk)
+        for name in ('logprob_chunk', 'micro_batch_tokens', 'rollout_batch_tokens'):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name))
+        if self.micro_batch_tokens is not None and self.grad_accum_steps > 1:
+            raise ValueError("micro_batch_tokens and grad_accum_steps > 1 cannot be combined: give one of them")
         if not isinstance(self.gradient_checkpointing, bool):
             raise ValueError(f"gradient_checkpointing must be True or False, got {self.gradient_checkpointing!r}")
         for name, allowed in (('optimizer', OPTIMIZERS), ('reference', REFERENCES)):
@@ -267,24 +272,38 @@ TERMS = {  # name: (what it is, the phases it is resident in, whether it is an e
 GPU_GIB = 141e9 / GiB  # an H200's "141 GB" as 141e9 bytes: 131.3 GiB
 
 
+def batch_tokens(
+    run: RunSize,
+) -> tuple[int, int]:  # (sampling sub-batch, update micro-batch), in padded tokens
+    "The most tokens one sampling sub-batch and one update micro-batch hold, under the run's budgets if set."
+    G, N, width = run.group_size, run.prompts_per_step * run.group_size, run.max_prompt_len + run.max_new_tokens
+    sampled = N * width  # no budget: the whole batch at once
+    if run.rollout_batch_tokens is not None:  # whole groups, at least one
+        sampled = min(N, max(1, run.rollout_batch_tokens // (G * width)) * G) * width
+    update = N // run.grad_accum_steps * width
+    if run.micro_batch_tokens is not None:  # rows packed within the budget; a longer row goes alone
+        update = min(N * width, max(run.micro_batch_tokens, width))
+    return sampled, update
+
+
 def memory_terms(
     config,  # the model's Qwen2Config
     n_params: int,  # n
     run: RunSize,
 ) -> dict:  # bytes of each term in TERMS
     "Every term of the plan, in bytes."
-    N = run.prompts_per_step * run.group_size
-    rows = N // run.grad_accum_steps  # completions per micro-batch
     P, T, V = run.max_prompt_len, run.max_new_tokens, config.vocab_size
+    sampled, tokens = batch_tokens(run)  # padded tokens of a sampling sub-batch, of an update micro-batch
+    completion = tokens * T // (P + T)  # the micro-batch's completion tokens
     scored = run.reference != 'none'
     return state_bytes(n_params, run.optimizer) | dict(
         reference=reference_bytes(n_params, run.reference),
-        kv_cache=N * (P + T) * kv_bytes_per_token(config),
-        ref_forward=rows * (P + T) * layer_bytes(config) if scored else 0,
-        ref_logprob_head=head_bytes(rows * T, V, False, run.logprob_chunk) if scored else 0,
+        kv_cache=sampled * kv_bytes_per_token(config),
+        ref_forward=tokens * layer_bytes(config) if scored else 0,
+        ref_logprob_head=head_bytes(completion, V, False, run.logprob_chunk) if scored else 0,
         autocast_copies=cast_bytes(config, n_params),
-        activations=activation_bytes(config, rows * (P + T), run.gradient_checkpointing),
-        logprob_head=head_bytes(rows * T, V, True, run.logprob_chunk),
+        activations=activation_bytes(config, tokens, run.gradient_checkpointing),
+        logprob_head=head_bytes(completion, V, True, run.logprob_chunk),
     )
 
 # %% ../nbs/14_scale.ipynb #sc44
@@ -337,6 +356,17 @@ def _phases_of(name: str) -> str:
     return 'all phases' if phases == ALL else ', '.join(phases)
 
 
+def _micro_text(r: dict, N: int) -> str:
+    "How the step is split, in the plan's first line."
+    if r.get('micro_batch_tokens') is not None:
+        text = f"micro-batches of at most {r['micro_batch_tokens']} tokens"
+    else:
+        text = f"{r['grad_accum_steps']} micro-batches of {N // r['grad_accum_steps']}"
+    if r.get('rollout_batch_tokens') is not None:
+        text += f", sampling in sub-batches of at most {r['rollout_batch_tokens']} tokens"
+    return text
+
+
 def format_plan(
     plan: dict,  # from plan_memory
 ) -> str:
@@ -348,8 +378,7 @@ def format_plan(
     )
     lines = [
         f"{plan['shape']}: {plan['params'] / 1e9:.3f}B parameters; G={r['group_size']} x B={r['prompts_per_step']} = "
-        f"{N} completions of P={r['max_prompt_len']} + T={r['max_new_tokens']} tokens, "
-        f"{r['grad_accum_steps']} micro-batches of {N // r['grad_accum_steps']}",
+        f"{N} completions of P={r['max_prompt_len']} + T={r['max_new_tokens']} tokens, " + _micro_text(r, N),
         f"{r['optimizer']}, {r['reference']} reference, gradient checkpointing "
         f"{'on' if r['gradient_checkpointing'] else 'off'}, {chunk}",
         '',

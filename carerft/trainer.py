@@ -58,7 +58,7 @@ class Algorithm(Protocol):
         """The policy loss with the regulariser's per-token penalty, and float statistics to log; `is_weight` (N, T)
         multiplies the surrogate only (passed only when `is_correction` is set)."""
 
-
+# %% ../nbs/05_trainer.ipynb #protoreg
 @runtime_checkable
 class Regularizer(Protocol):
     "What the trainer calls on a regulariser: NoKL(), RKL(beta), SRKL(beta, alpha) in the divergences chapter."
@@ -137,7 +137,7 @@ _SCHEDULES = (
 )
 _OPTIMIZERS = ('adamw', 'adamw8bit')
 
-
+# %% ../nbs/05_trainer.ipynb #cfgchk0
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -145,81 +145,25 @@ def _is_int(v) -> bool:
 def _is_real(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
-
-def _check_config(c: RFTConfig):
-    "Refuse values that would be accepted but meaningless; every message starts with the field's name."
-    for name in (
-        'group_size',
-        'prompts_per_step',
-        'max_prompt_len',
-        'max_new_tokens',
-        'num_iterations',
-        'grad_accum_steps',
-        'steps',
-        'log_every',
-        'max_sampling_rounds',
-        'keep_checkpoints',
-    ):
-        v = getattr(c, name)
-        if not _is_int(v) or v < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-    if c.group_size < 2:
-        raise ValueError(f"group_size must be >= 2 (advantages compare completions within a group), got {c.group_size}")
-    for name in ('save_every', 'warmup_steps', 'seed'):
-        v = getattr(c, name)
-        if not _is_int(v) or v < 0:
-            raise ValueError(f"{name} must be an int >= 0, got {v!r}")
-    for name in ('lr', 'temperature'):
-        v = getattr(c, name)
-        if not _is_real(v) or v <= 0:
-            raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
-    _check_scale_fields(c)
-    for name in ('weight_decay', 'entropy_coef'):
-        v = getattr(c, name)
-        if not _is_real(v) or v < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-    if c.max_grad_norm is not None and (not _is_real(c.max_grad_norm) or c.max_grad_norm <= 0):
-        raise ValueError(
-            f"max_grad_norm must be a finite number > 0 (the largest gradient norm kept), or None for no "
-            f"clipping ('none' on the command line), got {c.max_grad_norm!r}"
-        )
-    if c.top_p is not None and (not _is_real(c.top_p) or not 0 < c.top_p <= 1):
-        raise ValueError(f"top_p must be in (0, 1], or None for no nucleus sampling, got {c.top_p!r}")
-    if c.lr_schedule not in _SCHEDULES:
-        raise ValueError(f"lr_schedule must be one of {list(_SCHEDULES)}, got {c.lr_schedule!r}")
-    if c.min_lr_rate and c.lr_schedule != 'cosine_with_min_lr':
-        raise ValueError(
-            f"min_lr_rate={c.min_lr_rate} needs lr_schedule='cosine_with_min_lr' (the only schedule with a floor), "
-            f"got lr_schedule={c.lr_schedule!r}"
-        )
-    for name in ('resume', 'overwrite', 'suppress_eos', 'log_kl', 'bf16', 'gradient_checkpointing', 'progress'):
-        if not isinstance(getattr(c, name), bool):
-            raise ValueError(f"{name} must be True or False, got {getattr(c, name)!r}")
-    if c.resume and c.overwrite:
-        raise ValueError(
-            "resume=True and overwrite=True cannot be combined: resume continues the run in output_dir, "
-            "overwrite deletes it"
-        )
-    if not isinstance(c.output_dir, (str, Path)) or not str(c.output_dir):
-        raise ValueError(f"output_dir must be a non-empty path, got {c.output_dir!r}")
-    if c.lora is not None and not isinstance(c.lora, dict):
-        raise ValueError(f"lora must be a dict of peft LoraConfig arguments or None, got {c.lora!r}")
-    if (c.prompts_per_step * c.group_size) % c.grad_accum_steps:
-        raise ValueError(
-            f"grad_accum_steps={c.grad_accum_steps} must divide prompts_per_step * group_size = "
-            f"{c.prompts_per_step * c.group_size}"
-        )
-    if not isinstance(c.algo, Algorithm):
-        raise ValueError(
-            f"algo must be an Algorithm such as GRPO(), DAPO(), GSPO() (with .loss, .shape_rewards, "
-            f".completion_mask, .aggregate and .dynamic_sampling), got {c.algo!r}"
-        )
-    if not isinstance(c.reg, Regularizer):
-        raise ValueError(
-            f"reg must be a Regularizer such as NoKL(), RKL(), SRKL() (callable, with .needs_ref), got {c.reg!r}"
-        )
+# %% ../nbs/05_trainer.ipynb #cfgchk2
+def _check_reward_weights(w):
+    "None, or a non-empty list of finite numbers."
+    if w is None:
+        return
+    if not isinstance(w, (list, tuple)) or not w or not all(_is_real(x) for x in w):
+        raise ValueError(f"reward_weights must be a non-empty list of finite numbers (one per function), got {w!r}")
 
 
+def _check_log_with(log_with):
+    "None, or comma-separated names of accelerate trackers."
+    if log_with is None:
+        return
+    known = [t.value for t in LoggerType]
+    names = [n.strip() for n in log_with.split(',')] if isinstance(log_with, str) else [None]
+    if not all(n in known for n in names):
+        raise ValueError(f"log_with must be None or comma-separated tracker names from {known}, got {log_with!r}")
+
+# %% ../nbs/05_trainer.ipynb #cfgchk3
 def _check_scale_fields(c: RFTConfig):
     "The fields of paper-scale runs (optimizer, schedule floor, warm-up ratio, budgets, rewards, trackers, IS)."
     if c.optimizer not in _OPTIMIZERS:
@@ -248,23 +192,99 @@ def _check_scale_fields(c: RFTConfig):
     if not _is_real(c.is_cap) or c.is_cap < 1:
         raise ValueError(f"is_cap must be a finite number >= 1 (a weight of 1, no mismatch, is kept), got {c.is_cap!r}")
 
+# %% ../nbs/05_trainer.ipynb #cfgchk4
+def _check_counts(c: RFTConfig):
+    "The counts: steps, sizes and rounds >= 1 (a group >= 2), seeds and intervals >= 0."
+    for name in (
+        'group_size',
+        'prompts_per_step',
+        'max_prompt_len',
+        'max_new_tokens',
+        'num_iterations',
+        'grad_accum_steps',
+        'steps',
+        'log_every',
+        'max_sampling_rounds',
+        'keep_checkpoints',
+    ):
+        v = getattr(c, name)
+        if not _is_int(v) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    if c.group_size < 2:
+        raise ValueError(f"group_size must be >= 2 (advantages compare completions within a group), got {c.group_size}")
+    for name in ('save_every', 'warmup_steps', 'seed'):
+        v = getattr(c, name)
+        if not _is_int(v) or v < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {v!r}")
 
-def _check_reward_weights(w):
-    "None, or a non-empty list of finite numbers."
-    if w is None:
-        return
-    if not isinstance(w, (list, tuple)) or not w or not all(_is_real(x) for x in w):
-        raise ValueError(f"reward_weights must be a non-empty list of finite numbers (one per function), got {w!r}")
+# %% ../nbs/05_trainer.ipynb #cfgchk5
+def _check_numbers(c: RFTConfig):
+    "The real numbers: rates, weights, clipping, nucleus and schedule, then the paper-scale fields."
+    for name in ('lr', 'temperature'):
+        v = getattr(c, name)
+        if not _is_real(v) or v <= 0:
+            raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+    _check_scale_fields(c)
+    for name in ('weight_decay', 'entropy_coef'):
+        v = getattr(c, name)
+        if not _is_real(v) or v < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    if c.max_grad_norm is not None and (not _is_real(c.max_grad_norm) or c.max_grad_norm <= 0):
+        raise ValueError(
+            f"max_grad_norm must be a finite number > 0 (the largest gradient norm kept), or None for no "
+            f"clipping ('none' on the command line), got {c.max_grad_norm!r}"
+        )
+    if c.top_p is not None and (not _is_real(c.top_p) or not 0 < c.top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1], or None for no nucleus sampling, got {c.top_p!r}")
+    if c.lr_schedule not in _SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {list(_SCHEDULES)}, got {c.lr_schedule!r}")
+    if c.min_lr_rate and c.lr_schedule != 'cosine_with_min_lr':
+        raise ValueError(
+            f"min_lr_rate={c.min_lr_rate} needs lr_schedule='cosine_with_min_lr' (the only schedule with a floor), "
+            f"got lr_schedule={c.lr_schedule!r}"
+        )
+
+# %% ../nbs/05_trainer.ipynb #cfgchk6
+def _check_switches(c: RFTConfig):
+    "The switches (True or False, resume and overwrite not both), the output folder and LoRA."
+    for name in ('resume', 'overwrite', 'suppress_eos', 'log_kl', 'bf16', 'gradient_checkpointing', 'progress'):
+        if not isinstance(getattr(c, name), bool):
+            raise ValueError(f"{name} must be True or False, got {getattr(c, name)!r}")
+    if c.resume and c.overwrite:
+        raise ValueError(
+            "resume=True and overwrite=True cannot be combined: resume continues the run in output_dir, "
+            "overwrite deletes it"
+        )
+    if not isinstance(c.output_dir, (str, Path)) or not str(c.output_dir):
+        raise ValueError(f"output_dir must be a non-empty path, got {c.output_dir!r}")
+    if c.lora is not None and not isinstance(c.lora, dict):
+        raise ValueError(f"lora must be a dict of peft LoraConfig arguments or None, got {c.lora!r}")
+
+# %% ../nbs/05_trainer.ipynb #cfgchk7
+def _check_composition(c: RFTConfig):
+    "The batch split into micro-batches, and the algorithm and regulariser objects."
+    if (c.prompts_per_step * c.group_size) % c.grad_accum_steps:
+        raise ValueError(
+            f"grad_accum_steps={c.grad_accum_steps} must divide prompts_per_step * group_size = "
+            f"{c.prompts_per_step * c.group_size}"
+        )
+    if not isinstance(c.algo, Algorithm):
+        raise ValueError(
+            f"algo must be an Algorithm such as GRPO(), DAPO(), GSPO() (with .loss, .shape_rewards, "
+            f".completion_mask, .aggregate and .dynamic_sampling), got {c.algo!r}"
+        )
+    if not isinstance(c.reg, Regularizer):
+        raise ValueError(
+            f"reg must be a Regularizer such as NoKL(), RKL(), SRKL() (callable, with .needs_ref), got {c.reg!r}"
+        )
 
 
-def _check_log_with(log_with):
-    "None, or comma-separated names of accelerate trackers."
-    if log_with is None:
-        return
-    known = [t.value for t in LoggerType]
-    names = [n.strip() for n in log_with.split(',')] if isinstance(log_with, str) else [None]
-    if not all(n in known for n in names):
-        raise ValueError(f"log_with must be None or comma-separated tracker names from {known}, got {log_with!r}")
+def _check_config(c: RFTConfig):
+    "Refuse values that would be accepted but meaningless; every message starts with the field's name."
+    _check_counts(c)
+    _check_numbers(c)
+    _check_switches(c)
+    _check_composition(c)
 
 # %% ../nbs/05_trainer.ipynb #optcd01
 def make_optimizer(params, config: RFTConfig) -> torch.optim.Optimizer:
@@ -280,7 +300,7 @@ def make_optimizer(params, config: RFTConfig) -> torch.optim.Optimizer:
         ) from None
     return bitsandbytes.optim.AdamW8bit(params, lr=config.lr, weight_decay=config.weight_decay)
 
-
+# %% ../nbs/05_trainer.ipynb #optcd02
 def make_scheduler(opt: torch.optim.Optimizer, config: RFTConfig):
     "The transformers schedule `lr_schedule` with its warm-up (steps or ratio) and, for cosine_with_min_lr, its floor."
     warmup = config.warmup_steps or math.ceil(config.warmup_ratio * config.steps)
@@ -298,7 +318,7 @@ def _as_float(v) -> float | None:
         return float(v)
     return None
 
-
+# %% ../nbs/05_trainer.ipynb #chkrw01
 def check_rewards(out, n: int, name: str = 'reward_fn') -> torch.Tensor:
     """A reward function's output (any sequence of n real numbers: list, tuple, NumPy array, tensor) as an (n,) float
     tensor."""
@@ -319,7 +339,7 @@ def check_rewards(out, n: int, name: str = 'reward_fn') -> torch.Tensor:
         )
     return torch.tensor(floats)
 
-
+# %% ../nbs/05_trainer.ipynb #rowscd1
 def _rows(dataset) -> list[dict]:
     "The dataset as a list of dicts, each with a string 'prompt' field, or a ValueError naming the first bad row."
     rows = [dict(r) for r in dataset] if dataset is not None else []
@@ -355,7 +375,7 @@ def chunk_weight(algo: Algorithm, mask_chunk: torch.Tensor, mask: torch.Tensor) 
         return (mask_chunk.sum() / mask.sum().clamp(min=1)).item()
     return mask_chunk.shape[0] / mask.shape[0]
 
-
+# %% ../nbs/05_trainer.ipynb #mbcd01
 def _micro_batches(n: int, k: int) -> list[torch.Tensor]:
     "Row indices of k strided micro-batches of n rows (one batch of all rows when n < k)."
     if n < k:
@@ -380,7 +400,7 @@ def _token_micro_batches(
         P, T = p, t
     return [torch.tensor(sorted(b)) for b in out + [rows]]
 
-
+# %% ../nbs/05_trainer.ipynb #tokcd02
 def _shared_rows(ix: torch.Tensor, G: int) -> int:
     "Largest g <= G such that the rows `ix` come in runs of g rows of one group (token_logprobs' group_size)."
     for g in range(min(G, len(ix)), 1, -1):
@@ -426,7 +446,7 @@ def _all_equal(rewards: torch.Tensor, G: int) -> torch.Tensor:
     groups = rewards.view(-1, G)
     return groups.amax(-1) == groups.amin(-1)
 
-
+# %% ../nbs/05_trainer.ipynb #collcd2
 def _collect_batch(
     draw: Callable[[], Rollout],  # () -> a scored Rollout of this process's next prompts (.rewards set)
     algo: Algorithm,
@@ -474,7 +494,7 @@ def _micro_batch(r: Rollout, ix: torch.Tensor, mask: torch.Tensor, ref_logp: tor
         ref_logp=None if ref_logp is None else ref_logp[ix, :T],  # (n, T)
     )
 
-
+# %% ../nbs/05_trainer.ipynb #trimcd2
 def _mismatch(logp: torch.Tensor, sampler_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     "Sums over completion tokens of |logp - sampler_logp|, of ratios outside [0.9, 1.1], and the token count: (3,)."
     d = (logp.detach() - sampler_logp).float()  # (n, T)
@@ -491,7 +511,7 @@ def _micro_batches_of(c: RFTConfig, r: Rollout) -> list[tuple[torch.Tensor, int]
         chunks = _token_micro_batches(*lengths, c.micro_batch_tokens)
     return [(ix, _shared_rows(ix, c.group_size)) for ix in chunks]
 
-
+# %% ../nbs/05_trainer.ipynb #mloss01
 def _micro_loss(model, c: RFTConfig, b: dict, g: int, adv, reg, old) -> tuple[torch.Tensor, torch.Tensor, dict]:
     "A micro-batch's loss (entropy bonus included), its log-probs (n, T) and its statistics."
     args = (b['prompt_ids'], b['prompt_mask'], b['completion_ids'], b['completion_mask'], c.temperature)
@@ -509,6 +529,27 @@ def _micro_loss(model, c: RFTConfig, b: dict, g: int, adv, reg, old) -> tuple[to
     return loss, logp, s | dict(entropy=ent_mean.item())
 
 # %% ../nbs/05_trainer.ipynb #updcod2
+def _old_logp(c: RFTConfig, it: int, first: torch.Tensor | None, sampler_logp: torch.Tensor) -> torch.Tensor | None:
+    "The old log-probs of pass `it`: None (the ratio is 1), the first pass's recomputed ones, or the sampler's."
+    if c.num_iterations == 1 or (it == 0 and c.is_correction):
+        return None  # logp.detach(): the ratio is 1
+    return first if c.is_correction else sampler_logp
+
+# %% ../nbs/05_trainer.ipynb #stepcd1
+def _step(model, opt, sched, acc, max_grad_norm: float | None, before_step) -> torch.Tensor:
+    "Clip (or measure) the gradient norm, then the optimiser and scheduler steps; returns the norm before clipping."
+    if max_grad_norm is not None:
+        grad_norm = acc.clip_grad_norm_(model.parameters(), max_grad_norm)
+    else:
+        grad_norm = torch.norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))
+    if before_step is not None:
+        before_step()
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return grad_norm
+
+# %% ../nbs/05_trainer.ipynb #updcod3
 def _update_policy(
     model,
     opt,
@@ -529,10 +570,7 @@ def _update_policy(
     for it in range(c.num_iterations):
         for j, (ix, g) in enumerate(chunks):
             b = _micro_batch(r, ix, mask, ref_logp)
-            if c.num_iterations == 1 or (it == 0 and c.is_correction):
-                old = None  # logp.detach(): the ratio is 1
-            else:
-                old = first[j] if c.is_correction else b['sampler_logp']
+            old = _old_logp(c, it, first.get(j), b['sampler_logp'])
             sync = contextlib.nullcontext() if j == len(chunks) - 1 else acc.no_sync(model)
             with sync, acc.autocast():
                 loss, logp, s = _micro_loss(model, c, b, g, adv[ix], reg, old)
@@ -546,20 +584,6 @@ def _update_policy(
     n = gap[2].clamp(min=1).item()
     mismatch = dict(logp_gap=gap[0].item() / n, ratio_outside=gap[1].item() / n)
     return out | mismatch | dict(grad_norm=float(grad_norm), lr=sched.get_last_lr()[0])
-
-
-def _step(model, opt, sched, acc, max_grad_norm: float | None, before_step) -> torch.Tensor:
-    "Clip (or measure) the gradient norm, then the optimiser and scheduler steps; returns the norm before clipping."
-    if max_grad_norm is not None:
-        grad_norm = acc.clip_grad_norm_(model.parameters(), max_grad_norm)
-    else:
-        grad_norm = torch.norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))
-    if before_step is not None:
-        before_step()
-    opt.step()
-    sched.step()
-    opt.zero_grad(set_to_none=True)
-    return grad_norm
 
 # %% ../nbs/05_trainer.ipynb #e4dd88a7
 class _State:
@@ -646,7 +670,7 @@ class TrainingInterrupted(KeyboardInterrupt):
             "settings and resume=True"
         )
 
-
+# %% ../nbs/05_trainer.ipynb #ctrlccd
 class _CtrlC:
     "SIGINT while `train()` runs: raised at once while a step can be undone, held back while it commits."
 
@@ -681,17 +705,13 @@ class _CtrlC:
             self.pending = False
             raise KeyboardInterrupt
 
-
-# settings that may change between a run and its resumption (they do not change what is computed)
-_RUN_CONTROL = {'resume', 'overwrite', 'progress', 'output_dir', 'save_every', 'keep_checkpoints', 'log_every'}
-
 # %% ../nbs/05_trainer.ipynb #ckptcd1
 def checkpoint_paths(folder: Path) -> list[Path]:
     "Complete checkpoints (step-N) in `folder`, oldest first; never a half-written step-N.tmp or a step-N.broken."
     found = [p for p in Path(folder).glob('step-*') if p.is_dir() and re.fullmatch(r'step-\d+', p.name)]
     return sorted(found, key=lambda p: int(p.name.split('-')[1]))
 
-
+# %% ../nbs/05_trainer.ipynb #ckptcd2
 class _Checkpoints:
     "The step-N folders of a run: written atomically, pruned to the newest `keep`, loaded newest first."
 
@@ -757,6 +777,10 @@ class _Checkpoints:
         return None if not paths else paths[len(paths) - 1 - len(broken)]
 
 # %% ../nbs/05_trainer.ipynb #outdir1
+# settings that may change between a run and its resumption (they do not change what is computed)
+_RUN_CONTROL = {'resume', 'overwrite', 'progress', 'output_dir', 'save_every', 'keep_checkpoints', 'log_every'}
+
+
 def check_output_dir(config: RFTConfig) -> list[str]:
     """What of a previous run `config.output_dir` holds. A ValueError if that run may not be continued (resume with
     other settings) or replaced (neither resume nor overwrite). Cheap: `carerft train` calls it before loading any
@@ -785,7 +809,7 @@ def check_output_dir(config: RFTConfig) -> list[str]:
         )
     return used
 
-
+# %% ../nbs/05_trainer.ipynb #claimcd
 def _claim_output_dir(config: RFTConfig, accelerator):
     "Check the output folder (above); with overwrite=True delete the previous run's files first."
     used = check_output_dir(config)
@@ -847,7 +871,7 @@ class _Logger:
             tmp.write_text(''.join(keep))
             tmp.replace(path)
 
-
+# %% ../nbs/05_trainer.ipynb #trkcd01
 def _tracker_config(c: RFTConfig) -> dict:
     "The run's settings as trackers take them (numbers, strings and booleans; anything else by its repr)."
     return {k: v if isinstance(v, (int, float, str, bool)) else repr(v) for k, v in c.to_dict().items()}
@@ -916,6 +940,31 @@ def gathered_weights(
         for m in mods:
             m.reshard()
             m.set_reshard_after_forward(reshard_after_forward)
+
+# %% ../nbs/05_trainer.ipynb #scorecd
+def _score_rewards(fn: Callable, r: Rollout, idx: list[int], step: int) -> torch.Tensor:
+    "One reward function's (N,) rewards of the rollout at `step`; its errors name it, the step and the rows."
+    columns = {k: [row[k] for row in r.rows] for k in r.rows[0] if k != 'prompt'}
+    name = getattr(fn, '__qualname__', None) or repr(fn)
+    try:
+        out = fn(r.prompts, r.completions, **columns)
+    except Exception as e:  # KeyboardInterrupt is not an Exception: Ctrl-C still goes through
+        raise RuntimeError(
+            f"reward function {name} raised {type(e).__name__}: {e} (step {step}, "
+            f"scoring {len(r)} completions of dataset rows {idx})"
+        ) from e
+    return check_rewards(out, len(r), name=f"reward function {name}")
+
+# %% ../nbs/05_trainer.ipynb #srefcd
+def _score_ref(model, config: RFTConfig, r: Rollout, autocast: Callable) -> torch.Tensor:
+    "(N, T) log-probs of the batch under `model`, in the update's micro-batches (so its memory is the update's)."
+    out = torch.zeros_like(r.logp)  # (N, T)
+    for ix, g in _micro_batches_of(config, r):  # g: rows of one group side by side (a shared prompt)
+        b = _micro_batch(r, ix, r.completion_mask, None)
+        args = (b['prompt_ids'], b['prompt_mask'], b['completion_ids'], b['completion_mask'], config.temperature)
+        with autocast():
+            out[ix, : b['completion_ids'].shape[1]] = token_logprobs(model, *args, group_size=g).to(out.dtype)
+    return out
 
 # %% ../nbs/05_trainer.ipynb #a2072b67
 class RFTTrainer:
@@ -1014,23 +1063,12 @@ class RFTTrainer:
             )
         r.rows = [row for row in rows for _ in range(c.group_size)]
         fns, _, weights = _reward_fns(self.reward_fn, c.reward_weights)
-        r.reward_parts = torch.stack([self._score(f, r, idx) for f in fns], 1)  # (N, F) raw rewards of each function
+        r.reward_parts = torch.stack(
+            [_score_rewards(f, r, idx, self.state.step + 1) for f in fns], 1
+        )  # (N, F) raw rewards of each function
         r.raw_rewards = r.reward_parts @ torch.tensor(weights)  # (N,)
         r.rewards = c.algo.shape_rewards(r.raw_rewards, r.lengths.cpu(), c.max_new_tokens).float()
         return r
-
-    def _score(self, fn: Callable, r: Rollout, idx: list[int]) -> torch.Tensor:
-        "One reward function's (N,) rewards of the rollout; its errors name it, the step and the rows."
-        columns = {k: [row[k] for row in r.rows] for k in r.rows[0] if k != 'prompt'}
-        name = getattr(fn, '__qualname__', None) or repr(fn)
-        try:
-            out = fn(r.prompts, r.completions, **columns)
-        except Exception as e:  # KeyboardInterrupt is not an Exception: Ctrl-C still goes through
-            raise RuntimeError(
-                f"reward function {name} raised {type(e).__name__}: {e} (step {self.state.step + 1}, "
-                f"scoring {len(r)} completions of dataset rows {idx})"
-            ) from e
-        return check_rewards(out, len(r), name=f"reward function {name}")
 
     def _collect(self) -> tuple[Rollout | None, float]:
         "This process's batch for one step (its share of the step's prompts) and the fraction of all-equal groups."
@@ -1060,28 +1098,12 @@ class RFTTrainer:
     def _ref_logprobs(self, r: Rollout) -> torch.Tensor | None:
         "Reference log-probs: the reference model, or the LoRA base with the adapter off; None if neither."
         if self.ref_model is not None:
-            return self._score_ref(self.ref_model, r)
+            return _score_ref(self.ref_model, self.config, r, self.accelerator.autocast)
         inner = self.accelerator.unwrap_model(self.model)
         if self.config.lora and hasattr(inner, 'disable_adapter'):
             with inner.disable_adapter():  # the switch is on the inner model, the forward goes through _policy()
-                return self._score_ref(self._policy(), r)
+                return _score_ref(self._policy(), self.config, r, self.accelerator.autocast)
         return None
-
-    def _score_ref(self, model, r: Rollout) -> torch.Tensor:
-        "(N, T) log-probs of the batch under `model`, in the update's micro-batches (so its memory is the update's)."
-        out = torch.zeros_like(r.logp)  # (N, T)
-        for ix, g in _micro_batches_of(self.config, r):  # g: rows of one group side by side (a shared prompt)
-            b = _micro_batch(r, ix, r.completion_mask, None)
-            args = (
-                b['prompt_ids'],
-                b['prompt_mask'],
-                b['completion_ids'],
-                b['completion_mask'],
-                self.config.temperature,
-            )
-            with self.accelerator.autocast():
-                out[ix, : b['completion_ids'].shape[1]] = token_logprobs(model, *args, group_size=g).to(out.dtype)
-        return out
 
     def train_step(self) -> dict:
         "One optimisation step: collect a batch, score it against the reference, update; returns the log row."

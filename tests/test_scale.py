@@ -261,3 +261,20 @@ def test_carerft_train_preset_runs_each_algorithm(algo, reg, tiny_math, tmp_path
     assert (cfg['steps'], cfg['lr_schedule'], cfg['min_lr_rate'], cfg['temperature']) == (2, 'cosine_with_min_lr', 0.1, 0.7)
     assert cfg['algo'] == repr(PAPER_ALGOS[algo]()) and cfg['reg'].startswith({'none': 'NoKL', 'rkl': 'RKL',
                                                                                  'srkl': 'SRKL'}[reg])
+
+
+def test_token_budgets_in_the_plan():
+    "micro_batch_tokens and rollout_batch_tokens (RFTConfig fields) bound the per-micro-batch and KV-cache terms."
+    from carerft.scale import batch_tokens, RunSize
+    from carerft.trainer import RFTConfig
+    cfg = RFTConfig(group_size=12, prompts_per_step=4, max_prompt_len=512, max_new_tokens=1024, micro_batch_tokens=4096,
+                    rollout_batch_tokens=40_000, progress=False)
+    run = RunSize.from_config(cfg)
+    assert (run.micro_batch_tokens, run.rollout_batch_tokens) == (4096, 40_000)
+    assert batch_tokens(run) == (2 * 12 * 1536, 4096)                 # two groups of 12 per sub-batch; the budget
+    small = paper('qwen2.5-math-1.5b', grad_accum_steps=1, micro_batch_tokens=4096, rollout_batch_tokens=40_000)
+    big = paper('qwen2.5-math-1.5b')
+    for k in ('kv_cache', 'activations', 'ref_forward'):   # the chunked head is one chunk either way
+        assert small['terms_gib'][k] < big['terms_gib'][k], k
+    assert batch_tokens(RunSize(max_prompt_len=512, max_new_tokens=1024, micro_batch_tokens=100))[1] == 1536  # one row
+    with pytest.raises(ValueError, match='micro_batch_tokens must be an int >= 1, got 0'): RunSize(micro_batch_tokens=0)
