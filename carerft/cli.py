@@ -535,16 +535,18 @@ _PLAN_SIZES = (
     ('--max-prompt-len', 'max_prompt_len', int, 'P: longest prompt in tokens'),
     ('--max-new-tokens', 'max_new_tokens', int, 'T: longest completion in tokens'),
     ('--grad-accum-steps', 'grad_accum_steps', int, 'micro-batches per step'),
+    ('--micro-batch-tokens', 'micro_batch_tokens', _int_or_none, "token budget of an update micro-batch (sets k=1)"),
+    ('--rollout-batch-tokens', 'rollout_batch_tokens', _int_or_none, 'token budget of a sampling sub-batch'),
     ('--logprob-chunk', 'logprob_chunk', _int_or_none, "positions per chunk of the log-prob head; 'none': full logits"),
 )
 _PLAN_HINTS = {  # the flags that shrink a term
     'optimizer': '--optimizer adamw8bit',
     'reference': '--reference none, without a KL term',
-    'kv_cache': '--group-size, --prompts-per-step, --max-new-tokens',
-    'ref_forward': '--group-size, --prompts-per-step',
+    'kv_cache': '--rollout-batch-tokens, --group-size, --prompts-per-step, --max-new-tokens',
+    'ref_forward': '--grad-accum-steps or --micro-batch-tokens',
     'ref_logprob_head': '--logprob-chunk',
-    'activations': '--gradient-checkpointing, --grad-accum-steps',
-    'logprob_head': '--logprob-chunk, --grad-accum-steps',
+    'activations': '--gradient-checkpointing, --grad-accum-steps or --micro-batch-tokens',
+    'logprob_head': '--logprob-chunk, --grad-accum-steps or --micro-batch-tokens',
 }
 
 # %% ../nbs/13_cli.ipynb #plancmd2
@@ -592,6 +594,8 @@ def _why_not(
 def plan_cmd(args) -> dict:
     "Run `carerft plan`: the table (or --json) on standard output and, if the plan does not fit, why on standard error."
     changes = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(RunSize)}}
+    if changes.get('micro_batch_tokens') is not None:
+        changes.setdefault('grad_accum_steps', 1)  # a token budget replaces the preset's count of micro-batches
     try:
         plan = plan_memory(args.shape, run_size(args.preset, **changes), args.gpu_gib)
     except ValueError as err:

@@ -199,7 +199,9 @@ class RunSize:
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name))
         if self.micro_batch_tokens is not None and self.grad_accum_steps > 1:
-            raise ValueError("micro_batch_tokens and grad_accum_steps > 1 cannot be combined: give one of them")
+            raise ValueError(
+                "micro_batch_tokens cannot be combined with grad_accum_steps > 1 (both split the step): give one"
+            )
         if not isinstance(self.gradient_checkpointing, bool):
             raise ValueError(f"gradient_checkpointing must be True or False, got {self.gradient_checkpointing!r}")
         for name, allowed in (('optimizer', OPTIMIZERS), ('reference', REFERENCES)):

@@ -278,3 +278,17 @@ def test_token_budgets_in_the_plan():
         assert small['terms_gib'][k] < big['terms_gib'][k], k
     assert batch_tokens(RunSize(max_prompt_len=512, max_new_tokens=1024, micro_batch_tokens=100))[1] == 1536  # one row
     with pytest.raises(ValueError, match='micro_batch_tokens must be an int >= 1, got 0'): RunSize(micro_batch_tokens=0)
+
+
+def test_cli_token_budgets(capsys):
+    "--micro-batch-tokens replaces the preset's micro-batch count; --rollout-batch-tokens bounds the KV cache."
+    assert main(PAPER_7B + ['--optimizer', 'adamw8bit', '--json']) == 0
+    counted = json.loads(capsys.readouterr().out)
+    assert main(PAPER_7B + ['--optimizer', 'adamw8bit', '--micro-batch-tokens', '8192', '--rollout-batch-tokens',
+                            '40000', '--json']) == 0
+    budget = json.loads(capsys.readouterr().out)
+    assert (budget['run']['micro_batch_tokens'], budget['run']['grad_accum_steps']) == (8192, 1)
+    assert budget['terms_gib']['activations'] < counted['terms_gib']['activations']     # 8,192 < 8 x 1,536 tokens
+    assert budget['terms_gib']['kv_cache'] < counted['terms_gib']['kv_cache']
+    assert main(PAPER_7B + ['--micro-batch-tokens', '8192', '--grad-accum-steps', '6']) == 2
+    assert '--micro-batch-tokens cannot be combined with grad_accum_steps > 1' in capsys.readouterr().err
