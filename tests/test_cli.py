@@ -275,3 +275,16 @@ def test_module_entry_point():
     r = subprocess.run([sys.executable, '-m', 'carerft.cli', 'plan', '--shape', 'qwen2.5-7b', '--json'],
                        capture_output=True, text=True)
     assert r.returncode == 3 and json.loads(r.stdout)['fits'] is False, r.stderr
+
+
+def test_train_under_accelerate_launch_from_a_config(tiny, tmp_path, capsys):
+    "--accelerate-config: the same command runs under `accelerate launch` (here a one-process CPU config file)."
+    cfg = tmp_path / 'cpu.yaml'
+    cfg.write_text('compute_environment: LOCAL_MACHINE\ndistributed_type: "NO"\nmixed_precision: "no"\n'
+                   'num_machines: 1\nnum_processes: 1\nuse_cpu: true\n')
+    out = tmp_path / 'run'
+    assert main(train_argv(tiny, out, '--steps', '2', '--accelerate-config', str(cfg))) == 0
+    assert [json.loads(l)['step'] for l in (out / 'log.jsonl').read_text().splitlines()] == [1, 2]
+    assert main(train_argv(tiny, tmp_path / 'r2', '--accelerate-config=zero4')) == 2
+    assert "--accelerate-config 'zero4': no such file, and not a shipped config" in capsys.readouterr().err
+    assert not (tmp_path / 'r2').exists()                               # refused before anything started
