@@ -139,15 +139,10 @@ def test_schedule_equals_transformers_reference():
     assert ours.get_last_lr()[0] == pytest.approx(0.5)
 
 
-def test_adamw8bit(tmp_path):
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        with pytest.raises(ValueError, match=r"optimizer='adamw8bit' needs bitsandbytes: pip install carerft\[bnb\]"):
-            make(tmp_path, optimizer='adamw8bit')
-        return
-    t = make(tmp_path, optimizer='adamw8bit')
-    assert type(t.opt.optimizer).__name__ == 'AdamW8bit'
+def test_adamw8bit_without_bitsandbytes_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'bitsandbytes', None)              # as if it were not installed
+    with pytest.raises(ValueError, match=r"optimizer='adamw8bit' needs bitsandbytes: pip install carerft\[bnb\]"):
+        make(tmp_path, optimizer='adamw8bit')
 
 
 # ---- several rewards ----
@@ -321,3 +316,27 @@ def test_reference_scored_in_the_update_micro_batches(tmp_path, batch, kw):
     chunks = trainer_mod._micro_batches_of(t.config, r)
     assert len(chunks) > 1                                                    # it really is split
     torch.testing.assert_close(t._ref_logprobs(r), want * r.completion_mask, rtol=0, atol=1e-5)
+
+
+# ---- 8-bit AdamW (bitsandbytes; runs on the CPU since bitsandbytes 0.48) ----
+def test_adamw8bit_trains_with_8bit_moments_and_resumes_exactly(tmp_path):
+    "Issue 11's 7B option: 8-bit moments for the large tensors, exact resume, one step close to torch's AdamW."
+    bnb = pytest.importorskip('bitsandbytes')
+    a = make(tmp_path / 'a', steps=4, optimizer='adamw8bit')
+    a.train()
+    assert type(a.opt.optimizer) is bnb.optim.AdamW8bit
+    big = [p for p in a.model.parameters() if p.numel() >= 4096]      # bitsandbytes keeps small tensors' moments fp32
+    assert big and all(a.opt.optimizer.state[p]['state1'].dtype == torch.uint8 for p in big)
+    want = {k: v.detach().clone() for k, v in a.model.state_dict().items()}
+    b = make(tmp_path / 'b', steps=4, optimizer='adamw8bit')
+    b.train(until=2)
+    c = make(tmp_path / 'b', steps=4, optimizer='adamw8bit', resume=True)
+    c.train()                                                         # 8-bit moments and their scales saved and loaded
+    for k, v in c.model.state_dict().items():
+        torch.testing.assert_close(v, want[k], rtol=0, atol=0, msg=k)
+    one8, one32 = make(tmp_path / 'c', steps=1, optimizer='adamw8bit'), make(tmp_path / 'd', steps=1)
+    w0 = {k: v.detach().clone() for k, v in one32.model.state_dict().items()}
+    one8.train(), one32.train()                                       # same rollout, same gradient, one step each
+    for k, v in one8.model.state_dict().items():
+        step32 = one32.model.state_dict()[k] - w0[k]                  # ~ lr * sign(g) on Adam's first step
+        torch.testing.assert_close(v - w0[k], step32, rtol=0, atol=0.05 * 1e-2, msg=k)   # within 5% of lr = 1e-2
