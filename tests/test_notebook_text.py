@@ -27,8 +27,19 @@ def test_no_backticked_private_names_in_markdown(nb):
     assert not bad, f'backticked private names in markdown (cell id, name): {bad}'
 
 
+HEADING_MATH = re.compile(r'^#{1,6} .*\$', re.M)
+
+
+@pytest.mark.parametrize('nb', NBS, ids=lambda p: p.name)
+def test_no_math_in_headings(nb):
+    "The docs' sidebar and page outline show a heading's raw text: $\\beta$ there reads as TeX. Write the symbol (β)."
+    bad = [(cid, m.group()) for cid, text in markdown(nb) for m in HEADING_MATH.finditer(text)]
+    assert not bad, f'math in headings (cell id, heading): {bad}'
+
+
 def test_checks_can_fail():
     assert CONTROL.search('(1-\alpha)') and not CONTROL.search('tab\there\nnewline')
+    assert HEADING_MATH.search('text\n## The bound $\\log 2$') and not HEADING_MATH.search('## The bound log 2\n$x$')
 
 
 def test_readme_figures_are_the_index_figures():
