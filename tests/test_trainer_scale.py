@@ -318,7 +318,7 @@ def test_reference_scored_in_the_update_micro_batches(tmp_path, batch, kw):
     torch.testing.assert_close(t._ref_logprobs(r), want * r.completion_mask, rtol=0, atol=1e-5)
 
 
-# ---- 8-bit AdamW (bitsandbytes; runs on the CPU since bitsandbytes 0.48) ----
+# ---- 8-bit AdamW: runs where bitsandbytes is installed (pip install carerft[bnb]; on the CPU too since 0.48) ----
 def test_adamw8bit_trains_with_8bit_moments_and_resumes_exactly(tmp_path):
     "Issue 11's 7B option: 8-bit moments for the large tensors, exact resume, one step close to torch's AdamW."
     bnb = pytest.importorskip('bitsandbytes')
