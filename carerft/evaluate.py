@@ -31,7 +31,7 @@ def normalize_text(s: str) -> str:
     "Lower-case words separated by single spaces, punctuation dropped: the form free-text answers are compared in."
     return ' '.join(re.findall(r'[^\W_]+', s.lower()))
 
-
+# %% ../nbs/09_evaluate.ipynb #txtcod2
 def contains_alias(
     pred: str | None,  # extracted answer or whole completion
     gold,  # a gold answer or a list of accepted aliases
@@ -42,7 +42,7 @@ def contains_alias(
     p = f' {normalize_text(pred)} '
     return any(f' {normalize_text(g)} ' in p for g in ([gold] if isinstance(gold, str) else gold) if normalize_text(g))
 
-
+# %% ../nbs/09_evaluate.ipynb #txtcod3
 def first_line(text: str) -> str | None:
     "The answer of a free-text completion: `extract_answer`'s if it finds one, else the first non-empty line."
     found = extract_answer(text)
@@ -73,7 +73,7 @@ def _field(raw: dict, key: str, source: str, i: int):
         raise ValueError(f"{source}: row {i} has no field {key!r} (it has: {have})")
     return raw[key]
 
-
+# %% ../nbs/09_evaluate.ipynb #fldcod2
 def _targets(t, source: str, i: int) -> tuple[list, list]:
     "TruthfulQA targets as (choices, labels), from the file's {choice: label} or the hub's {'choices', 'labels'}."
     if isinstance(t, dict) and set(t) == {'choices', 'labels'}:
@@ -91,7 +91,7 @@ def _math_row(raw, source, i):
         answerable=True,
     )
 
-
+# %% ../nbs/09_evaluate.ipynb #rowcod2
 def _gsm8k_row(raw, source, i):
     question, solution = _field(raw, 'question', source, i), _field(raw, 'answer', source, i)
     gold = extract_gsm8k(solution)
@@ -99,7 +99,7 @@ def _gsm8k_row(raw, source, i):
         raise ValueError(f"{source}: row {i} field 'answer' has no final '#### <number>': {solution!r:.80}")
     return dict(id=str(i), question=question, answer=gold, answerable=True)
 
-
+# %% ../nbs/09_evaluate.ipynb #rowcod3
 def _selfaware_row(raw, source, i):
     answerable = bool(_field(raw, 'answerable', source, i))
     gold = _field(raw, 'answer', source, i) if answerable else None
@@ -110,7 +110,7 @@ def _selfaware_row(raw, source, i):
         answerable=answerable,
     )
 
-
+# %% ../nbs/09_evaluate.ipynb #rowcod4
 def _truthfulqa_row(raw, source, i):
     choices, labels = _targets(_field(raw, 'mc1_targets', source, i), source, i)
     mc2_choices, mc2_labels = _targets(_field(raw, 'mc2_targets', source, i), source, i)
@@ -163,7 +163,7 @@ def _check_name(name) -> Benchmark:
         raise ValueError(f"unknown benchmark {name!r}: known benchmarks are {', '.join(BENCHMARKS)}")
     return BENCHMARKS[name]
 
-
+# %% ../nbs/09_evaluate.ipynb #lclcod2
 def _local_file(name: str, path) -> Path:
     "The benchmark's file: `path` itself, or its file inside `path` or `path/name`."
     p, file = Path(path), BENCHMARKS[name].file
@@ -172,7 +172,7 @@ def _local_file(name: str, path) -> Path:
             return candidate
     raise FileNotFoundError(f"no {name} data at {p}: expected a file, or a folder holding {file} or {name}/{file}")
 
-
+# %% ../nbs/09_evaluate.ipynb #lclcod3
 def _read_rows(file: Path) -> list:
     "Raw rows of a .jsonl or .json file (a list, or SelfAware's object with an `example` list)."
     text = file.read_text(encoding='utf-8-sig')
@@ -180,21 +180,6 @@ def _read_rows(file: Path) -> list:
         return [json.loads(line) for line in text.splitlines() if line.strip()]
     data = json.loads(text)
     return data['example'] if isinstance(data, dict) and 'example' in data else data
-
-
-def _hub_rows(name: str) -> list:
-    "Raw rows from the Hugging Face hub, or RuntimeError suggesting a local path (at once when the hub is unreachable)."
-    path, config, split = BENCHMARKS[name].hub
-    failed = f"could not load {name} from the hub ({path}, {config}, {split})"
-    local = f"Pass a local file or folder: load_benchmark({name!r}, path=...), or `--data DIR` or CARERFT_DATA=DIR"
-    if not hub_offline() and not hub_reachable():
-        raise RuntimeError(f"{failed}: the hub ({_hub_address()[0]}) is unreachable. {local}")
-    try:
-        from datasets import load_dataset
-
-        return list(load_dataset(path, config, split=split))
-    except Exception as err:
-        raise RuntimeError(f"{failed}: {type(err).__name__}: {err}. Offline? {local}") from err
 
 # %% ../nbs/09_evaluate.ipynb #5e458871
 def load_benchmark(
@@ -221,13 +206,13 @@ def hub_offline() -> bool:
 
     return bool(datasets.config.HF_HUB_OFFLINE)
 
-
+# %% ../nbs/09_evaluate.ipynb #hubcod2
 def _hub_address() -> tuple:
     "(host, port) of the hub: HF_ENDPOINT's, else huggingface.co:443."
     url = urlsplit(os.environ.get('HF_ENDPOINT') or 'https://huggingface.co')
     return url.hostname, url.port or (80 if url.scheme == 'http' else 443)
 
-
+# %% ../nbs/09_evaluate.ipynb #hubcod3
 def hub_reachable(
     timeout: float = 1.0,  # seconds, name lookup included
 ) -> bool:  # did a TCP connection to the hub open in time?
@@ -245,6 +230,21 @@ def hub_reachable(
     t.start()
     t.join(timeout)
     return bool(opened)
+
+# %% ../nbs/09_evaluate.ipynb #lclcod4
+def _hub_rows(name: str) -> list:
+    "Raw rows from the Hugging Face hub, or RuntimeError suggesting a local path (at once when the hub is unreachable)."
+    path, config, split = BENCHMARKS[name].hub
+    failed = f"could not load {name} from the hub ({path}, {config}, {split})"
+    local = f"Pass a local file or folder: load_benchmark({name!r}, path=...), or `--data DIR` or CARERFT_DATA=DIR"
+    if not hub_offline() and not hub_reachable():
+        raise RuntimeError(f"{failed}: the hub ({_hub_address()[0]}) is unreachable. {local}")
+    try:
+        from datasets import load_dataset
+
+        return list(load_dataset(path, config, split=split))
+    except Exception as err:
+        raise RuntimeError(f"{failed}: {type(err).__name__}: {err}. Offline? {local}") from err
 
 # %% ../nbs/09_evaluate.ipynb #b5aafe08
 def pass_at_k(
@@ -273,6 +273,12 @@ def judge(
         return answer == ABSTAIN
     return answer is not None and answer != ABSTAIN and bool(grade(answer, row['answer']))
 
+# %% ../nbs/09_evaluate.ipynb #ansofcd
+def _answer_of(text: str, bench: Benchmark, abstains: Callable = is_abstention) -> str | None:
+    "The answer of one completion: ABSTAIN if its answer part abstains, else what `bench.extract` finds there."
+    text = answer_part(text)
+    return ABSTAIN if abstains(text) else bench.extract(text)
+
 # %% ../nbs/09_evaluate.ipynb #8bb658e7
 def question_record(
     row: dict,  # a benchmark row
@@ -283,14 +289,10 @@ def question_record(
 ) -> dict:  # the JSON-able record of this question
     "Extract, vote and judge the N samples (and the greedy answer) of one question."
 
-    def answer_of(text):
-        text = answer_part(text)
-        return ABSTAIN if abstains(text) else bench.extract(text)
-
-    answers = [answer_of(t) for t in completions]
+    answers = [_answer_of(t, bench, abstains) for t in completions]
     same = lambda a, b: a == b or (ABSTAIN not in (a, b) and bench.same(a, b))
     majority, confidence = self_consistency(answers, same)
-    greedy_answer = answer_of(greedy_completion)
+    greedy_answer = _answer_of(greedy_completion, bench, abstains)
     return dict(
         id=row['id'],
         benchmark=row['benchmark'],
@@ -371,14 +373,14 @@ def read_records(path) -> list[dict]:
                 raise ValueError(f"{path}: line {i + 1} is not JSON (only a torn last line is tolerated)")
     return out
 
-
+# %% ../nbs/09_evaluate.ipynb #reccod2
 def _rewrite(path: Path, records: list):
     "Replace the file by `records` atomically (drops a torn last line before new records are appended)."
     tmp = path.with_suffix('.tmp')
     tmp.write_text(''.join(json.dumps(r) + '\n' for r in records), encoding='utf-8')
     os.replace(tmp, path)
 
-
+# %% ../nbs/09_evaluate.ipynb #reccod3
 def _append(path: Path, records: list):
     with open(path, 'a', encoding='utf-8') as f:
         for r in records:
@@ -389,7 +391,7 @@ def _append(path: Path, records: list):
 def _mean(xs) -> float | None:
     return float(np.mean(xs)) if len(xs) else None
 
-
+# %% ../nbs/09_evaluate.ipynb #sumcod2
 def _calibration(records: list, n_boot: int, seed: int) -> dict:
     "ECE, Brier and AUROC of question-level (confidence, correct), each as [value, low, high]."
     conf, correct = [r['confidence'] for r in records], [float(r['correct']) for r in records]
@@ -398,7 +400,7 @@ def _calibration(records: list, n_boot: int, seed: int) -> dict:
         for name, fn in (('ece', ece), ('brier', brier), ('auroc', auroc))
     }
 
-
+# %% ../nbs/09_evaluate.ipynb #sumcod3
 def summarize(
     records: list,  # records of one benchmark
     n_boot: int = 1000,  # bootstrap resamples for the intervals
@@ -444,17 +446,20 @@ def _check_eval(rows, n_samples, batch_size, seed=0, batch_tokens=None, bf16=Fal
         raise ValueError(f"bf16 must be a bool, got {bf16!r}")
     return _check_name(names.pop())
 
+# %% ../nbs/09_evaluate.ipynb #mcrcode
+def _mc_records(model, tokenizer, batch: list) -> list:
+    "Records of multiple-choice questions: every distinct choice of a question scored by its log-likelihood."
+    out = []
+    for row in batch:
+        texts = list(dict.fromkeys(row['choices'] + row['mc2_choices']))
+        out.append(mc_record(row, dict(zip(texts, choice_logprobs(model, tokenizer, row['prompt'], texts).tolist()))))
+    return out
 
+# %% ../nbs/09_evaluate.ipynb #evcod2
 def _batch_records(model, tokenizer, batch, bench, n_samples, max_new_tokens, temperature, generator) -> list:
     "Records of one batch of questions."
     if bench.multiple_choice:
-        out = []
-        for row in batch:
-            texts = list(dict.fromkeys(row['choices'] + row['mc2_choices']))
-            out.append(
-                mc_record(row, dict(zip(texts, choice_logprobs(model, tokenizer, row['prompt'], texts).tolist())))
-            )
-        return out
+        return _mc_records(model, tokenizer, batch)
     prompts = [r['prompt'] for r in batch]
     with torch.no_grad():
         roll = sample(model, tokenizer, prompts, n_samples, max_new_tokens, temperature, generator=generator)
@@ -464,7 +469,7 @@ def _batch_records(model, tokenizer, batch, bench, n_samples, max_new_tokens, te
         for i, (r, g) in enumerate(zip(batch, greedy_texts))
     ]
 
-
+# %% ../nbs/09_evaluate.ipynb #evcod3
 def _new_records(model, tokenizer, batch, bench, n_samples, max_new_tokens, temperature, seed, bf16) -> list:
     "Records of one batch, sampled with a generator seeded by `seed`, under bf16 autocast when asked."
     dev = next(model.parameters()).device
@@ -483,7 +488,7 @@ def _check_budget(rows, lengths, n_samples, max_new_tokens, batch_tokens):
             f"{n_samples} x ({lengths[i]} + {max_new_tokens}) = {need} tokens (question {rows[i]['id']!r})"
         )
 
-
+# %% ../nbs/09_evaluate.ipynb #qbcode2
 def question_batches(
     rows: list,  # rows of one benchmark
     tokenizer,  # counts prompt tokens (used only with batch_tokens)
@@ -506,6 +511,16 @@ def question_batches(
         batches[-1].append(row)
     return batches
 
+# %% ../nbs/09_evaluate.ipynb #rescode
+def _resume(path, n_samples: int) -> dict:
+    "The records already in `path` by question id ({} without a path); refuses records of another n_samples."
+    done = {} if path is None else {r['id']: r for r in read_records(path)}
+    if any(r.get('n_samples', n_samples) != n_samples for r in done.values()):
+        raise ValueError(
+            f"{path} holds records with n_samples != {n_samples}: use another out_dir or the same n_samples"
+        )
+    return done
+
 # %% ../nbs/09_evaluate.ipynb #e56a6f87
 def evaluate(
     model,
@@ -527,11 +542,7 @@ def evaluate(
 
     bench = _check_eval(rows, n_samples, batch_size, seed, batch_tokens, bf16)
     path = None if out_dir is None else Path(out_dir) / 'records.jsonl'
-    done = {} if path is None else {r['id']: r for r in read_records(path)}
-    if any(r.get('n_samples', n_samples) != n_samples for r in done.values()):
-        raise ValueError(
-            f"{path} holds records with n_samples != {n_samples}: use another out_dir or the same n_samples"
-        )
+    done = _resume(path, n_samples)  # question id -> record
     batches = question_batches(rows, tokenizer, n_samples, max_new_tokens, batch_size, batch_tokens)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -557,24 +568,11 @@ def _cell(v) -> str:
         return '–' if v[0] is None else f'{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]'
     return f'{v:.3f}' if isinstance(v, float) else str(v)
 
-
+# %% ../nbs/09_evaluate.ipynb #tblcod2
 def markdown_table(summaries: list) -> str:
     "One markdown table of several benchmark summaries ('–' where a metric does not apply)."
-    cols = [
-        'benchmark',
-        'n_questions',
-        'greedy_accuracy',
-        'majority_accuracy',
-        'pass@1',
-        'pass@N',
-        'mc1',
-        'mc2',
-        'hallucination_rate',
-        'abstention_rate',
-        'ece',
-        'brier',
-        'auroc',
-    ]
+    cols = ['benchmark', 'n_questions', 'greedy_accuracy', 'majority_accuracy', 'pass@1', 'pass@N', 'mc1', 'mc2']
+    cols += ['hallucination_rate', 'abstention_rate', 'ece', 'brier', 'auroc']
     lines = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
     for s in summaries:
         pk = s.get('pass_at_k') or {}
@@ -646,7 +644,7 @@ def eval_settings(
         raise ValueError(f"preset must be one of {', '.join(EVAL_PRESETS)}, got {preset!r}")
     return RUN_EVAL_DEFAULTS | EVAL_PRESETS.get(preset, {}) | {k: v for k, v in given.items() if v is not None}
 
-
+# %% ../nbs/09_evaluate.ipynb #setcod2
 def with_prompt(
     rows: list,  # rows of one benchmark, from load_benchmark
     prompt: str = 'benchmark',  # a style from PROMPTS
@@ -684,7 +682,7 @@ def _check_run(s: dict, batch_size, seed, limit) -> list[str]:
         raise ValueError(f"benchmarks lists {', '.join(twice)} twice")
     return names
 
-
+# %% ../nbs/09_evaluate.ipynb #runcod1
 def _load_all(names: list, data, limit) -> list:
     "(name, rows) of every benchmark, from `data`, $CARERFT_DATA or the hub."
     try:
@@ -693,6 +691,15 @@ def _load_all(names: list, data, limit) -> list:
         if data is None:
             raise FileNotFoundError(f"{err} (the folder is ${DATA_ENV}'s; --data reads another)") from None
         raise
+
+# %% ../nbs/09_evaluate.ipynb #wsumcd
+def _write_summaries(out: Path, model: str, preset, s: dict, summaries: list):
+    "The run's summary.json and report.md: one row per benchmark, under the model's name, the preset and the settings."
+    (out / 'summary.json').write_text(json.dumps(summaries, indent=1))
+    settings = ', '.join(f'{k} {v}' for k, v in s.items() if k != 'benchmarks')
+    (out / 'report.md').write_text(
+        f'# Evaluation of {model}\n\n{preset or "no preset"}: {settings}\n\n' + markdown_table(summaries)
+    )
 
 # %% ../nbs/09_evaluate.ipynb #runcode2
 def run_eval(
@@ -729,9 +736,5 @@ def run_eval(
         result = evaluate(lm, tokenizer, rows, *args, progress=progress, batch_tokens=s['batch_tokens'], bf16=s['bf16'])
         write_report(result, out / name)
         summaries.append(result['summary'])
-    (out / 'summary.json').write_text(json.dumps(summaries, indent=1))
-    settings = ', '.join(f'{k} {v}' for k, v in s.items() if k != 'benchmarks')
-    (out / 'report.md').write_text(
-        f'# Evaluation of {model}\n\n{preset or "no preset"}: {settings}\n\n' + markdown_table(summaries)
-    )
+    _write_summaries(out, model, preset, s, summaries)
     return summaries

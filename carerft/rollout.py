@@ -140,12 +140,12 @@ def _inner(model):
     model = getattr(model, 'module', model)
     return model.get_base_model() if hasattr(model, 'get_base_model') else model
 
-
+# %% ../nbs/04_rollout.ipynb #fwdcod2
 def _cache_arg(model) -> str:
     "Name of the KV-cache argument: 'cache' (transformers >= 5.24) or 'past_key_values' (earlier versions)."
     return 'cache' if 'cache' in _forward_args(type(_inner(model))) else 'past_key_values'
 
-
+# %% ../nbs/04_rollout.ipynb #fwdcod3
 def _forward(model, ids, mask, keep: int, position_ids=None, **kw):
     "The model's forward with an explicit mask and positions; returns (logits of the last `keep` positions, output)."
     if 'logits_to_keep' in _forward_args(type(_inner(model))):
@@ -178,7 +178,7 @@ def _grow_layer():
 
     return _GrowLayer, DynamicLayer
 
-
+# %% ../nbs/04_rollout.ipynb #prealc2
 def _preallocate(cache, extra: int, dtype: torch.dtype | None = None) -> int:
     """Give every plain dynamic layer of `cache` room for `extra` more positions, written in place and held in `dtype`
     (None: the layer's own); returns how many layers."""
@@ -204,7 +204,17 @@ def _autocast_dtype(device: torch.device) -> torch.dtype | None:
     "The dtype autocast computes in on `device`'s type, None outside autocast."
     return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
 
+# %% ../nbs/04_rollout.ipynb #prefcod
+def _prefill(model, ids, mask, G: int, max_new_tokens: int, preallocate: bool) -> tuple:
+    "Run the (B, P) prompts once, repeat the cache G times and preallocate it: (cache, last logits (N, V))."
+    logits, out = _forward(model, ids, mask, 1, use_cache=True)
+    cache = out.cache if getattr(out, 'cache', None) is not None else out.past_key_values
+    cache.batch_repeat_interleave(G)
+    if preallocate:  # in-place appends from here on, in the compute dtype under autocast
+        _preallocate(cache, max_new_tokens, _autocast_dtype(ids.device))
+    return cache, logits[:, -1].repeat_interleave(G, 0)  # (N, V)
 
+# %% ../nbs/04_rollout.ipynb #deccode
 @torch.inference_mode()
 def _decode(
     model,
@@ -225,12 +235,7 @@ def _decode(
     """Prefill (B, P) prompts once, repeat the cache G times, preallocate it, decode; returns (ids (N, T), logp (N, T))
     as inference tensors."""
     N, P, dev, cache_arg = ids.shape[0] * G, ids.shape[1], ids.device, _cache_arg(model)
-    logits, out = _forward(model, ids, mask, 1, use_cache=True)
-    cache = out.cache if getattr(out, 'cache', None) is not None else out.past_key_values
-    cache.batch_repeat_interleave(G)
-    if preallocate:  # in-place appends from here on, in the compute dtype under autocast
-        _preallocate(cache, max_new_tokens, _autocast_dtype(dev))
-    logits = logits[:, -1].repeat_interleave(G, 0)  # (N, V)
+    cache, logits = _prefill(model, ids, mask, G, max_new_tokens, preallocate)  # logits (N, V)
     pos = positions(mask)[:, -1:].repeat_interleave(G, 0)  # (N, 1)
     attn = torch.ones(N, P + max_new_tokens, dtype=mask.dtype, device=dev)  # (N, P + T), sliced per step
     attn[:, :P] = mask.repeat_interleave(G, 0)
@@ -255,6 +260,7 @@ def _decode(
 
 # %% ../nbs/04_rollout.ipynb #16fb9b83
 def _check_sampling(group_size, max_new_tokens, temperature, top_k, top_p, generator, device):
+    "Refuse sampling arguments that would be accepted but meaningless, naming the argument and the value."
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
         raise ValueError(f"group_size must be an int >= 1, got {group_size!r}")
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
@@ -319,7 +325,7 @@ def _sub_batches(B: int, G: int, width: int, max_batch_tokens: int | None) -> li
     k = B if max_batch_tokens is None else max(1, max_batch_tokens // (G * width))
     return [slice(s, s + k) for s in range(0, B, k)]
 
-
+# %% ../nbs/04_rollout.ipynb #bdgcod2
 def _check_budget(max_batch_tokens, all_done, max_prompt_len):
     "Refuse a token budget that is not a positive int, or one that sharded processes could cut differently."
     if max_batch_tokens is None:
@@ -332,7 +338,7 @@ def _check_budget(max_batch_tokens, all_done, max_prompt_len):
             "must cut the same number of sub-batches"
         )
 
-
+# %% ../nbs/04_rollout.ipynb #bdgcod3
 def _sample_part(model, ids, mask, G: int, max_new_tokens: int, eos: list, pad_id: int, *args) -> tuple:
     "Sample one sub-batch, its all-padding columns dropped: (completion_ids, logp, completion mask, truncated)."
     keep = mask.sum(0) > 0  # (P,) columns holding a prompt token in some row
@@ -340,11 +346,44 @@ def _sample_part(model, ids, mask, G: int, max_new_tokens: int, eos: list, pad_i
     cmask, truncated = completion_masks(comp, torch.tensor(eos, device=comp.device))
     return comp, logp, cmask, truncated
 
-
+# %% ../nbs/04_rollout.ipynb #bdgcod4
 def _right_pad_cat(xs: list, value) -> torch.Tensor:
     "Concatenate (n_i, T_i) tensors along rows, each right-padded with `value` to the widest."
     T = max(x.shape[1] for x in xs)
     return torch.cat([torch.nn.functional.pad(x, (0, T - x.shape[1]), value=value) for x in xs])
+
+# %% ../nbs/04_rollout.ipynb #joincod
+def _check_prompts(prompts, max_prompt_len):
+    "Refuse prompts that are not a non-empty list of strings, and a `max_prompt_len` that is not an int >= 1."
+    if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r:.80}")
+    if max_prompt_len is not None and (not isinstance(max_prompt_len, int) or max_prompt_len < 1):
+        raise ValueError(f"max_prompt_len must be None or an int >= 1, got {max_prompt_len!r}")
+
+# %% ../nbs/04_rollout.ipynb #joincd2
+def _join_parts(parts: list, pad_id: int) -> tuple:
+    "The sub-batches' (completion_ids, logp, completion mask, truncated) joined along rows, right-padded to the widest."
+    comp, logp, cmask = (_right_pad_cat([p[i] for p in parts], v) for i, v in ((0, pad_id), (1, 0.0), (2, False)))
+    return comp, logp, cmask, torch.cat([p[3] for p in parts])  # (N, T') three times, then (N,)
+
+# %% ../nbs/04_rollout.ipynb #asmcode
+def _assemble(tokenizer, prompts: list, ids, mask, parts: list, pad_id: int, G: int) -> Rollout:
+    "One Rollout from the sub-batches' parts: each prompt repeated G times, completions decoded up to their EOS."
+    comp, logp, cmask, truncated = _join_parts(parts, pad_id)  # (N, T) x 3, (N,)
+    lengths = cmask.sum(-1)  # (N,)
+    dev = comp.device
+    return Rollout(
+        prompt_ids=ids.to(dev).repeat_interleave(G, 0),
+        prompt_mask=mask.to(dev).repeat_interleave(G, 0),
+        completion_ids=comp,
+        completion_mask=cmask.float(),
+        logp=logp,
+        truncated=truncated,
+        lengths=lengths,
+        completions=tokenizer.batch_decode([c[:n].tolist() for c, n in zip(comp, lengths)], skip_special_tokens=True),
+        prompts=[p for p in prompts for _ in range(G)],
+        group_size=G,
+    )
 
 # %% ../nbs/04_rollout.ipynb #de5060fa
 def sample(
@@ -361,14 +400,10 @@ def sample(
     top_p: float | None = None,  # sample within the top-p nucleus only
     ref_model=None,  # if given, also fill `ref_logp` with this model's log-probs at `temperature`
     all_done=None,  # sharded multi-process models: turns this process's "all rows done" into everyone's
-    max_batch_tokens: int
-    | None = None,  # sample in sub-batches of groups of at most this many tokens (None: one batch)
+    max_batch_tokens: int | None = None,  # sub-batches of whole groups, each at most this many tokens (None: one)
 ) -> Rollout:
     "Sample `group_size` completions for each prompt and return them with log-probs, masks and truncation flags."
-    if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
-        raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r:.80}")
-    if max_prompt_len is not None and (not isinstance(max_prompt_len, int) or max_prompt_len < 1):
-        raise ValueError(f"max_prompt_len must be None or an int >= 1, got {max_prompt_len!r}")
+    _check_prompts(prompts, max_prompt_len)
     _check_budget(max_batch_tokens, all_done, max_prompt_len)
     pad_id, eos = special_ids(tokenizer, model)
     ids, mask = encode_prompts(tokenizer, prompts, pad_id, max_prompt_len)  # (B, P)
@@ -376,22 +411,8 @@ def sample(
     args = (group_size, max_new_tokens, eos, pad_id, temperature, generator, suppress_eos, top_k, top_p, all_done)
     slices = _sub_batches(len(prompts), group_size, width, max_batch_tokens)
     parts = [_sample_part(model, ids[s], mask[s], *args) for s in slices]
-    comp, logp, cmask = (_right_pad_cat([p[i] for p in parts], v) for i, v in ((0, pad_id), (1, 0.0), (2, False)))
-    truncated = torch.cat([p[3] for p in parts])  # (N,)
-    lengths = cmask.sum(-1)  # (N,)
-    G, dev = group_size, comp.device
-    r = Rollout(
-        ids.to(dev).repeat_interleave(G, 0),
-        mask.to(dev).repeat_interleave(G, 0),
-        comp,
-        cmask.float(),
-        logp,
-        truncated,
-        lengths,
-        tokenizer.batch_decode([c[:n].tolist() for c, n in zip(comp, lengths)], skip_special_tokens=True),
-        [p for p in prompts for _ in range(G)],
-        G,
-    )
+    r = _assemble(tokenizer, prompts, ids, mask, parts, pad_id, group_size)
+    G = group_size
     if ref_model is not None:
         with torch.no_grad():
             r.ref_logp = token_logprobs(
@@ -442,7 +463,7 @@ def _check_groups(prompt_ids, prompt_mask, group_size: int):
             f"(groups must be contiguous copies of the same prompt_ids and prompt_mask, as `sample` makes them)"
         )
 
-
+# %% ../nbs/04_rollout.ipynb #grpcod2
 def _prefix_ok(model) -> bool:
     "Whether `model` can score from a cached prompt: its forward takes a cache, and no gradient checkpointing drops it."
     args = _forward_args(type(_inner(model)))
@@ -521,7 +542,7 @@ def _lm_head(model):
     plain = all(type(p.data) is torch.Tensor and p.numel() > 0 for p in head.parameters())
     return head if plain else None  # FSDP2's DTensors and ZeRO-3's empty placeholders are not plain tensors
 
-
+# %% ../nbs/04_rollout.ipynb #hookcd2
 @contextlib.contextmanager
 def _hidden_for_logits(head):
     """Within the block the model returns the LM head's input (N, k, d) as its logits, the head computing nothing; the
@@ -558,6 +579,22 @@ def _scores(model, prompt_ids, prompt_mask, completion_ids, cmask, G: int) -> to
         z = _forward(model, torch.cat([prompt_ids, completion_ids], 1), mask, T + 1, use_cache=False)[0][:, :-1]
     return z
 
+# %% ../nbs/04_rollout.ipynb #scrchk
+def _check_scoring(prompt_ids, prompt_mask, completion_ids, completion_mask, temperature, group_size, chunk_size):
+    "Refuse a temperature, shapes, groups or a chunk size that `token_logprobs` cannot use, naming the argument."
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    (N, P), T = prompt_ids.shape, completion_ids.shape[-1]
+    if prompt_mask.shape != (N, P) or completion_ids.shape != (N, T) or completion_mask.shape != (N, T):
+        raise ValueError(
+            f"shapes must be prompt_ids/prompt_mask (N, P) and completion_ids/completion_mask (N, T), got "
+            f"{tuple(prompt_ids.shape)}, {tuple(prompt_mask.shape)}, "
+            f"{tuple(completion_ids.shape)}, {tuple(completion_mask.shape)}"
+        )
+    _check_groups(prompt_ids, prompt_mask, group_size)
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be None or an int >= 1, got {chunk_size!r}")
+
 # %% ../nbs/04_rollout.ipynb #fbcefce0
 def token_logprobs(
     model,  # the policy (gradients flow when enabled) or the reference (wrap in no_grad)
@@ -572,18 +609,7 @@ def token_logprobs(
 ):  # logp (N, T) float32, 0 where masked; and entropy (N, T) if asked
     """Log-probs (and optionally entropies) of the completion tokens under `model`: one pass (each prompt once if
     `group_size` > 1), the LM head over chunks of positions."""
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    (N, P), T = prompt_ids.shape, completion_ids.shape[-1]
-    if prompt_mask.shape != (N, P) or completion_ids.shape != (N, T) or completion_mask.shape != (N, T):
-        raise ValueError(
-            f"shapes must be prompt_ids/prompt_mask (N, P) and completion_ids/completion_mask (N, T), got "
-            f"{tuple(prompt_ids.shape)}, {tuple(prompt_mask.shape)}, "
-            f"{tuple(completion_ids.shape)}, {tuple(completion_mask.shape)}"
-        )
-    _check_groups(prompt_ids, prompt_mask, group_size)
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be None or an int >= 1, got {chunk_size!r}")
+    _check_scoring(prompt_ids, prompt_mask, completion_ids, completion_mask, temperature, group_size, chunk_size)
     cmask = completion_mask.to(torch.float32)
     head = None if chunk_size is None else _lm_head(model)
     with _hidden_for_logits(head) as seen:
