@@ -7,6 +7,7 @@ __all__ = ['CHARS', 'bench_prompts', 'count_a', 'matched_configs', 'work_model',
            'benchmark']
 
 # %% ../nbs/12_benchmark.ipynb #03288476
+import contextlib
 import statistics
 import tempfile
 import time
@@ -36,26 +37,15 @@ def bench_prompts(
         raise ValueError(f"length must be an int >= 13 (room for 'prompt 0000: '), got {length!r}")
     return [(f'prompt {i:04d}: ' + 'say aa. ' * length)[:length] for i in range(n)]
 
-
+# %% ../nbs/12_benchmark.ipynb #cntacd1
 def count_a(prompts, completions, **columns) -> list[float]:
     "The trivial benchmark reward: the fraction of 'a' characters in each completion."
     return [c.count('a') / max(1, len(c)) for c in completions]
 
-# %% ../nbs/12_benchmark.ipynb #c4255998
-def matched_configs(
-    out: str,  # folder for both trainers' outputs
-    prompts_per_step: int = 8,  # B prompts per step
-    group_size: int = 8,  # G completions per prompt
-    max_new_tokens: int = 32,  # T: completion length (EOS suppressed)
-    beta: float = 0.04,  # reverse-KL (k3) weight
-    lr: float = 1e-6,  # AdamW learning rate
-    steps: int = 10,  # total steps (warm-up included)
-    seed: int = 0,  # sampling seed
-) -> tuple:  # (RFTConfig, trl.GRPOConfig)
-    "An RFTConfig and a TRL GRPOConfig that do the same work per step: same batch, length, sampling and GRPO + k3 loss."
-    from trl import GRPOConfig
-
-    ours = RFTConfig(
+# %% ../nbs/12_benchmark.ipynb #ourscd1
+def _ours_config(out, prompts_per_step, group_size, max_new_tokens, beta, lr, steps, seed) -> RFTConfig:
+    "carerft's column of the table: GRPO with k3 RKL, EOS suppressed so every completion is `max_new_tokens` long."
+    return RFTConfig(
         algo=GRPO(eps=0.2),
         reg=RKL(beta),
         group_size=group_size,
@@ -72,9 +62,15 @@ def matched_configs(
         save_every=0,
         progress=False,
     )
+
+# %% ../nbs/12_benchmark.ipynb #trlcd01
+def _trl_config(out, prompts_per_step, group_size, max_new_tokens, beta, lr, steps, seed):
+    "TRL's column of the table: a GRPOConfig doing the same work per step (min_new_tokens makes every completion full)."
+    from trl import GRPOConfig
+
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        trl = GRPOConfig(
+        return GRPOConfig(
             output_dir=f'{out}/trl',
             num_generations=group_size,
             per_device_train_batch_size=prompts_per_step * group_size,
@@ -103,14 +99,28 @@ def matched_configs(
             seed=seed,
             dataloader_num_workers=0,
         )
-    return ours, trl
 
-# %% ../nbs/12_benchmark.ipynb #2c0e3155
+# %% ../nbs/12_benchmark.ipynb #c4255998
+def matched_configs(
+    out: str,  # folder for both trainers' outputs
+    prompts_per_step: int = 8,  # B prompts per step
+    group_size: int = 8,  # G completions per prompt
+    max_new_tokens: int = 32,  # T: completion length (EOS suppressed)
+    beta: float = 0.04,  # reverse-KL (k3) weight
+    lr: float = 1e-6,  # AdamW learning rate
+    steps: int = 10,  # total steps (warm-up included)
+    seed: int = 0,  # sampling seed
+) -> tuple:  # (RFTConfig, trl.GRPOConfig)
+    "An RFTConfig and a TRL GRPOConfig that do the same work per step: same batch, length, sampling and GRPO + k3 loss."
+    args = (out, prompts_per_step, group_size, max_new_tokens, beta, lr, steps, seed)
+    return _ours_config(*args), _trl_config(*args)
+
+# %% ../nbs/12_benchmark.ipynb #chkint1
 def _check_int(name, v, lo):
     if isinstance(v, bool) or not isinstance(v, int) or v < lo:
         raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
 
-
+# %% ../nbs/12_benchmark.ipynb #2c0e3155
 def work_model(
     B: int,  # prompts per step
     G: int,  # completions per prompt
@@ -127,6 +137,26 @@ def work_model(
     for d in (ours, trl):
         d['total'] = d['generate'] + d['reference'] + d['policy']
     return dict(carerft=ours, trl=trl, ratio=ours['total'] / trl['total'])
+
+# %% ../nbs/12_benchmark.ipynb #rowscd1
+def _trl_row(seconds: float, gen: list, mean_len: float, N: int) -> dict:
+    "One TRL step: its wall time, the time in `generate` (gen: its (seconds, tokens) calls), and its token counts."
+    g = sum(s for s, _ in gen)
+    return dict(
+        step=seconds, generate=g, update=seconds - g, tokens=round(mean_len * N), generated=sum(n for _, n in gen)
+    )
+
+
+def _our_row(seconds: float, r: dict, group_size: int) -> dict:
+    "One carerft step: its wall time, split by the trainer's own timings, and its completion tokens."
+    tokens = round(r['completion_length'] * r['groups_kept'] * group_size)
+    return dict(
+        step=seconds,
+        generate=r['time_generate'],
+        update=seconds - r['time_generate'],
+        reference=r['time_reference'],
+        tokens=tokens,
+    )
 
 # %% ../nbs/12_benchmark.ipynb #2707c958
 def timed_generate(
@@ -151,32 +181,19 @@ class Interleave(TrainerCallback):
 
     def __init__(self, ours, gen_log: list, N: int, warmup: int, verbose: bool = True):
         self.ours, self.gen_log, self.N, self.warmup, self.verbose = ours, gen_log, N, warmup, verbose
-        self.rows, self.trainer = (
-            dict(carerft=[], trl=[]),
-            None,
-        )  # set .trainer before training (to read its token count)
+        self.rows = dict(carerft=[], trl=[])
+        self.trainer = None  # set .trainer before training (to read its token count)
 
     def on_step_begin(self, *args, **kwargs):
         self.t0, self.g0 = time.perf_counter(), len(self.gen_log)
 
     def on_step_end(self, *args, **kwargs):
         t, gen = time.perf_counter() - self.t0, self.gen_log[self.g0 :]
-        g, mean_len = sum(s for s, _ in gen), self.trainer._metrics['train']['completions/mean_length'][-1]
-        self.rows['trl'].append(
-            dict(step=t, generate=g, update=t - g, tokens=round(mean_len * self.N), generated=sum(n for _, n in gen))
-        )
+        mean_len = self.trainer._metrics['train']['completions/mean_length'][-1]
+        self.rows['trl'].append(_trl_row(t, gen, mean_len, self.N))
         t0 = time.perf_counter()
         r = self.ours.train_step()
-        t = time.perf_counter() - t0
-        self.rows['carerft'].append(
-            dict(
-                step=t,
-                generate=r['time_generate'],
-                update=t - r['time_generate'],
-                reference=r['time_reference'],
-                tokens=round(r['completion_length'] * r['groups_kept'] * self.ours.config.group_size),
-            )
-        )
+        self.rows['carerft'].append(_our_row(time.perf_counter() - t0, r, self.ours.config.group_size))
         if self.verbose:
             self.report()
 
@@ -196,7 +213,18 @@ def _medians(rows: list, warmup: int) -> dict:
         tokens=[r['tokens'] for r in rows], rows=rows
     )
 
+# %% ../nbs/12_benchmark.ipynb #rescd01
+def _result(rows: dict, warmup: int, settings: dict, ratio_work: float) -> dict:
+    "Medians of both trainers, the carerft/TRL ratios of step, generation and update times, and the settings."
+    res = dict(carerft=_medians(rows['carerft'], warmup), trl=_medians(rows['trl'], warmup), settings=settings)
+    res |= {
+        f'ratio{s}': res['carerft'][k] / res['trl'][k]
+        for s, k in (('', 'step'), ('_generate', 'generate'), ('_update', 'update'))
+    }
+    res['ratio_work'] = ratio_work
+    return res
 
+# %% ../nbs/12_benchmark.ipynb #sumcd01
 def summary(res: dict) -> str:
     "The one-line result: carerft/TRL step-time ratio with both medians, split into generation and update."
     a, b, s = res['carerft'], res['trl'], res['settings']
@@ -206,6 +234,21 @@ def summary(res: dict) -> str:
         f"{s['prompt_len']}-token prompts, {s['max_new_tokens']}-token completions, "
         f"arithmetic alone {res['ratio_work']:.2f})"
     )
+
+# %% ../nbs/12_benchmark.ipynb #thrcd01
+@contextlib.contextmanager
+def _bench_threads(threads: int | None):
+    "torch on `threads` threads (None: as it is) and transformers' bars off; both as they were afterwards."
+    old_threads, bars = torch.get_num_threads(), hf_logging.is_progress_bar_enabled()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    hf_logging.disable_progress_bar()  # no 'Loading weights' bars between the step lines
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 # %% ../nbs/12_benchmark.ipynb #93065342
 def _run_both(tmp, tok, prompts, cfg, args, gen_log, warmup, verbose):
@@ -272,29 +315,13 @@ def benchmark(
     settings = {k: v for k, v in locals().items() if k not in ('verbose', 'name', 'v', 'lo', 'trl')} | dict(
         torch=torch.__version__, trl=trl.__version__
     )
-    old_threads, bars = torch.get_num_threads(), hf_logging.is_progress_bar_enabled()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    hf_logging.disable_progress_bar()  # no 'Loading weights' bars between the step lines
-    try:
-        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            tok, prompts = char_tokenizer(CHARS), bench_prompts(prompts_per_step, prompt_len)
-            tiny_model(tok, hidden=hidden, layers=layers, heads=heads, seed=seed).save_pretrained(f'{tmp}/model')
-            cfg, args = matched_configs(
-                tmp, prompts_per_step, group_size, max_new_tokens, beta, lr, warmup + steps, seed
-            )
-            rows = _run_both(tmp, tok, prompts, cfg, args, [], warmup, verbose)
-    finally:
-        torch.set_num_threads(old_threads)
-        if bars:
-            hf_logging.enable_progress_bar()
-    res = dict(carerft=_medians(rows['carerft'], warmup), trl=_medians(rows['trl'], warmup), settings=settings)
-    res |= {
-        f'ratio{s}': res['carerft'][k] / res['trl'][k]
-        for s, k in (('', 'step'), ('_generate', 'generate'), ('_update', 'update'))
-    }
-    res['ratio_work'] = work_model(prompts_per_step, group_size, prompt_len, max_new_tokens)['ratio']
+    with _bench_threads(threads), tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        tok, prompts = char_tokenizer(CHARS), bench_prompts(prompts_per_step, prompt_len)
+        tiny_model(tok, hidden=hidden, layers=layers, heads=heads, seed=seed).save_pretrained(f'{tmp}/model')
+        cfg, args = matched_configs(tmp, prompts_per_step, group_size, max_new_tokens, beta, lr, warmup + steps, seed)
+        rows = _run_both(tmp, tok, prompts, cfg, args, [], warmup, verbose)
+    res = _result(rows, warmup, settings, work_model(prompts_per_step, group_size, prompt_len, max_new_tokens)['ratio'])
     if verbose:
         print(summary(res))
     return res

@@ -48,7 +48,7 @@ _RULES = dict(
     entropy_coefs=(lambda v: _real(v) and math.isfinite(v) and v > 0, 'must be finite numbers > 0'),
 )
 
-
+# %% ../nbs/11_compare.ipynb #chkgrd1
 def check_grid(
     lists: dict,  # algos, regs, seeds, base_seeds, betas, alphas, entropy_coefs -> their values
 ):
@@ -65,6 +65,15 @@ def check_grid(
         bad = [v for v in vs if not ok(v)]
         if bad:
             raise ValueError(f"{k} {rule}, got {bad[0]!r}")
+
+# %% ../nbs/11_compare.ipynb #regpar1
+def _reg_params(reg: str, betas, alphas) -> list[tuple]:
+    "The (beta, alpha) pairs of one regulariser: one for none, one per beta for rkl, one per (beta, alpha) for srkl."
+    if reg == 'none':
+        return [(0.0, 0.0)]
+    if reg == 'rkl':
+        return [(b, 0.0) for b in betas]
+    return [(b, a) for b in betas for a in alphas]
 
 # %% ../nbs/11_compare.ipynb #69c9107e
 def plan_arms(
@@ -93,19 +102,14 @@ def plan_arms(
         make_algo(algo)
         runs = dict(base_seed=base_seed, seed=seed)
         for reg in regs:
-            grid = {
-                'none': [(0.0, 0.0)],
-                'rkl': [(b, 0.0) for b in betas],
-                'srkl': [(b, a) for b in betas for a in alphas],
-            }[reg]
-            for beta, alpha in grid:
+            for beta, alpha in _reg_params(reg, betas, alphas):
                 make_reg(reg, beta, alpha if reg == 'srkl' else 0.8)
                 arms.append(dict(algo=algo, reg=reg, beta=beta, alpha=alpha, entropy_coef=0.0, **runs))
         for ec in entropy_coefs:
             arms.append(dict(algo=algo, reg='none', beta=0.0, alpha=0.0, entropy_coef=float(ec), **runs))
     return arms
 
-
+# %% ../nbs/11_compare.ipynb #armncd1
 def arm_name(arm: dict) -> str:
     "A readable, unique folder name for an arm."
     s = f"{arm['algo']}-{arm['reg']}"
@@ -130,13 +134,13 @@ RL_DEFAULTS = dict(
 )
 EVAL_DEFAULTS = dict(n_questions=400, n_samples=8, temperature=1.0)  # evaluate_world options (seeds are per arm)
 
-
+# %% ../nbs/11_compare.ipynb #trflcd1
 def trainer_flags(folder: Path) -> dict:
     "resume=True if the arm's folder has a checkpoint, else overwrite=True (only compare's unfinished work is there)."
     has = bool(checkpoint_paths(folder / 'checkpoints'))
     return dict(resume=has, overwrite=not has)
 
-
+# %% ../nbs/11_compare.ipynb #stpcd01
 def _step_bar(trainer, name: str, progress: bool):
     "A per-step bar for one arm, under the compare bar, fed by a trainer callback; removed when closed."
     bar = tqdm(
@@ -157,7 +161,27 @@ def _step_bar(trainer, name: str, progress: bool):
     trainer.callbacks.append(step)
     return bar
 
+# %% ../nbs/11_compare.ipynb #acfgcd1
+def _arm_config(arm: dict, folder: Path, rl: dict) -> RFTConfig:
+    "The trainer settings of one arm: its algorithm, regulariser and seed, the shared `rl` settings, and its folder."
+    reg = make_reg(arm['reg'], arm['beta'], arm['alpha'] if arm['reg'] == 'srkl' else 0.8)
+    return RFTConfig(
+        algo=make_algo(arm['algo']),
+        reg=reg,
+        entropy_coef=arm['entropy_coef'],
+        seed=arm['seed'],
+        output_dir=str(folder),
+        progress=False,
+        **trainer_flags(folder),
+        **rl,
+    )
 
+# %% ../nbs/11_compare.ipynb #amtcd01
+def _arm_metrics(ev: dict) -> dict:
+    keys = ('accuracy', 'hallucination_rate', 'ece', 'brier', 'auroc', 'abstention_rate', 'greedy_accuracy')
+    return {k: float(ev[k]) for k in keys if k in ev}
+
+# %% ../nbs/11_compare.ipynb #53f90f1b
 def run_arm(
     arm: dict,
     world: tw.ToyWorldConfig,
@@ -175,18 +199,7 @@ def run_arm(
     sha = tw.weights_sha256(model)
     ref = copy.deepcopy(model)
     rows = tw.make_questions(rl['steps'] * rl['prompts_per_step'], arm['seed'], 'answerable', world, 'train')
-    reg = make_reg(arm['reg'], arm['beta'], arm['alpha'] if arm['reg'] == 'srkl' else 0.8)
-    folder = out / arm_name(arm)
-    cfg = RFTConfig(
-        algo=make_algo(arm['algo']),
-        reg=reg,
-        entropy_coef=arm['entropy_coef'],
-        seed=arm['seed'],
-        output_dir=str(folder),
-        progress=False,
-        **trainer_flags(folder),
-        **rl,
-    )
+    cfg = _arm_config(arm, out / arm_name(arm), rl)
     trainer = RFTTrainer(model, tok, rows, tw.reward, cfg, ref_model=ref)
     if on_step is not None:
         trainer.callbacks.append(on_step)
@@ -197,11 +210,6 @@ def run_arm(
         bar.close()
     ev = tw.evaluate_world(model, tok, world, seed=10_000 + arm['base_seed'], **(EVAL_DEFAULTS | (eval_kw or {})))
     return arm | dict(base_sha256=sha) | _arm_metrics(ev) | dict(steps=cfg.steps, seconds=time.perf_counter() - t0)
-
-
-def _arm_metrics(ev: dict) -> dict:
-    keys = ('accuracy', 'hallucination_rate', 'ece', 'brier', 'auroc', 'abstention_rate', 'greedy_accuracy')
-    return {k: float(ev[k]) for k in keys if k in ev}
 
 # %% ../nbs/11_compare.ipynb #runbcd1
 def run_base(
@@ -232,7 +240,7 @@ _REPORT_FILES = (
 _ARM_FOLDER = re.compile(rf"({'|'.join(ALGOS)})-({'|'.join(REGS)})(-[a-z]+[-0-9.e]+)*-s\d+")
 _PER_ARM = {'algo', 'reg', 'entropy_coef', 'seed', 'output_dir', 'resume', 'overwrite', 'progress'}
 
-
+# %% ../nbs/11_compare.ipynb #setcd01
 def settings(world: tw.ToyWorldConfig, rl: dict | None = None, eval_kw: dict | None = None) -> dict:
     "What every arm shares and changes results, checked and JSON-ready: world, base recipe, RL settings, evaluation."
     rl, ev = RL_DEFAULTS | (rl or {}), EVAL_DEFAULTS | (eval_kw or {})
@@ -252,7 +260,7 @@ def settings(world: tw.ToyWorldConfig, rl: dict | None = None, eval_kw: dict | N
     base = dict(version=tw.BASE_VERSION)  # bases of another recipe are other models: resuming across it is refused
     return json.loads(json.dumps(dict(world=asdict(world), base=base, rl=rl, eval=ev)))
 
-
+# %% ../nbs/11_compare.ipynb #difcd01
 def settings_diff(old: dict, new: dict, prefix: str = '') -> list[str]:
     "'section.key: old -> new' for every setting that differs ('unset' where one side lacks it)."
     said = lambda d, k: json.dumps(d[k]) if k in d else 'unset'
@@ -277,7 +285,7 @@ def _save(path: Path, arms: list[dict], meta: dict):
     tmp.write_text(json.dumps(dict(meta, arms=arms), indent=1))
     tmp.replace(path)
 
-
+# %% ../nbs/11_compare.ipynb #refcd01
 def _refuse_other_settings(out: Path, new: dict):
     "ValueError naming every setting that differs from those recorded in out/results.json."
     path = out / 'results.json'
@@ -293,7 +301,7 @@ def _refuse_other_settings(out: Path, new: dict):
             "--overwrite (overwrite=True), which deletes its results and arm runs"
         )
 
-
+# %% ../nbs/11_compare.ipynb #clrcd01
 def _clear(out: Path):
     "Delete what compare wrote in `out` (results, report, figures, arm folders); nothing else."
     for name in _REPORT_FILES:
@@ -342,7 +350,7 @@ def _report(name: str, trainer, row: dict):
     "A trained step of arm `name`, sent to the main process's bars."
     _TO_MAIN.put(('step', name, trainer.state.step, trainer.config.steps, row.get('reward_mean', math.nan)))
 
-
+# %% ../nbs/11_compare.ipynb #workcd1
 def _work(arm: dict, *args) -> dict:
     "One task in a worker; on Ctrl-C, what was kept ('interrupted': the step and checkpoint of a stopped arm)."
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -394,7 +402,7 @@ def _drain(to_main, pids: list, bars: _Bars):
         else:
             bars.step(*msg[1:])
 
-
+# %% ../nbs/11_compare.ipynb #stopcd1
 def _stop_workers(stop, to_main, pids: list, bars: _Bars, running: dict, finish) -> list[dict]:
     "Tell every worker to stop, once; keep the entries that finished; return what the stopped arms kept."
     stop.set()
@@ -456,13 +464,36 @@ def _check_workers(workers) -> int:
         raise ValueError(f"workers must be an int >= 1 or None (the number of cores), got {workers!r}")
     return workers
 
-
+# %% ../nbs/11_compare.ipynb #herecd1
 def _run_here(todo: list, args: tuple, threads, progress: bool, finish, bar) -> None:
     "Run the tasks one after another in this process, on `threads` torch threads."
     with tw.torch_threads(threads):
         for arm in todo:
             bar.set_postfix_str(_entry_name(arm))
             finish(arm, _run_task(arm, *args, progress=progress))
+
+# %% ../nbs/11_compare.ipynb #todocd1
+def _todo(arms: list[dict], done: list[dict]) -> list[dict]:
+    "The tasks not in `done`: the base model of each base seed of the arms (first), then the arms."
+    seen = {_entry_name(a) for a in done}
+    base = dict(algo='-', reg='base', beta=0.0, alpha=0.0, entropy_coef=0.0)
+    bases = [base | dict(base_seed=b, seed=b) for b in sorted({a['base_seed'] for a in arms})]
+    return [a for a in bases + arms if _entry_name(a) not in seen]
+
+# %% ../nbs/11_compare.ipynb #rtskcd1
+def _run_tasks(todo: list, args: tuple, workers: int, threads, progress: bool, finish, bar) -> None:
+    "Run the tasks on min(workers, what can run at once) processes, or here when that is one."
+    width = max(sum(a['reg'] == 'base' for a in todo), sum(a['reg'] != 'base' for a in todo))
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # transformers' 'Loading weights' bars would push compare's bars apart
+    try:
+        if min(workers, width) > 1:
+            _run_parallel(todo, args, min(workers, width), threads, progress, finish, bar)
+        else:
+            _run_here(todo, args, threads, progress, finish, bar)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 # %% ../nbs/11_compare.ipynb #cmpcd02
 def compare(
@@ -489,11 +520,7 @@ def compare(
     out.mkdir(parents=True, exist_ok=True)
     path, done = out / 'results.json', read_results(out)
     _save(path, done, meta)  # the settings are on record before any arm runs
-    seen = {_entry_name(a) for a in done}
-    base = dict(algo='-', reg='base', beta=0.0, alpha=0.0, entropy_coef=0.0)
-    bases = [base | dict(base_seed=b, seed=b) for b in sorted({a['base_seed'] for a in arms})]
-    todo = [a for a in bases + arms if _entry_name(a) not in seen]
-    new = {}
+    todo, new = _todo(arms, done), {}
     bar = tqdm(total=len(done) + len(todo), initial=len(done), desc='compare', disable=not progress)
 
     def finish(arm, entry):
@@ -501,56 +528,22 @@ def compare(
         _save(path, done + [new[n] for n in map(_entry_name, todo) if n in new], meta)
         bar.update(1)
 
-    width = max(sum(a['reg'] == 'base' for a in todo), sum(a['reg'] != 'base' for a in todo))
-    args = (world, out, meta['rl'], meta['eval'], cache_dir)
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # transformers' 'Loading weights' bars would push compare's bars apart
     try:
-        if min(workers, width) > 1:
-            _run_parallel(todo, args, min(workers, width), threads, progress, finish, bar)
-        else:
-            _run_here(todo, args, threads, progress, finish, bar)
+        _run_tasks(todo, (world, out, meta['rl'], meta['eval'], cache_dir), workers, threads, progress, finish, bar)
     finally:
         bar.close()
-        if bars:
-            hf_logging.enable_progress_bar()
     done += [new[n] for n in map(_entry_name, todo)]
     write_compare_report(done, out)
     return done
 
 # %% ../nbs/11_compare.ipynb #9e6b439c
-_T975 = [
-    12.706,
-    4.303,
-    3.182,
-    2.776,
-    2.571,
-    2.447,
-    2.365,
-    2.306,
-    2.262,
-    2.228,
-    2.201,
-    2.179,
-    2.160,
-    2.145,
-    2.131,
-    2.120,
-    2.110,
-    2.101,
-    2.093,
-    2.086,
-    2.080,
-    2.074,
-    2.069,
-    2.064,
-    2.060,
-    2.056,
-    2.052,
-    2.048,
-    2.045,
-    2.042,
+# fmt: off
+_T975 = [  # the 97.5% quantile of Student's t for 1, 2, ..., 30 degrees of freedom
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
 ]
+# fmt: on
 
 
 def t975(df: int) -> float:
@@ -560,7 +553,7 @@ def t975(df: int) -> float:
     z = 1.959964
     return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
-
+# %% ../nbs/11_compare.ipynb #meancd1
 def mean_ci(xs: list) -> tuple:
     "Mean and half-width of the 95% t-interval (nan half-width for one value)."
     xs = [x for x in xs if x is not None and not math.isnan(x)]
@@ -573,7 +566,7 @@ def mean_ci(xs: list) -> tuple:
     sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1))
     return m, t975(n - 1) * sd / math.sqrt(n)
 
-
+# %% ../nbs/11_compare.ipynb #grpcd01
 def group_arms(arms: list[dict]) -> dict:
     "Entries grouped by everything except the seed."
     groups = {}
@@ -597,7 +590,7 @@ def _label(key) -> str:
         s += f" α={alpha:g}"
     return s + (f" +entropy {ent:g}" if ent else '')
 
-
+# %% ../nbs/11_compare.ipynb #mdsumcd
 def markdown_summary(arms: list[dict]) -> str:
     "The table: one row per arm (seeds pooled), mean ± 95% CI half-width of each metric."
     cols = [m for m in METRICS if any(m in a for a in arms)]
@@ -630,55 +623,72 @@ def _curves(out: Path, arms: list[dict]) -> dict:
         }
     return curves
 
-
+# %% ../nbs/11_compare.ipynb #smthcd1
 def _smooth(xs, w=20):
     return [sum(xs[max(0, i - w + 1) : i + 1]) / len(xs[max(0, i - w + 1) : i + 1]) for i in range(len(xs))]
 
-
-def plot_report(arms: list[dict], out: Path) -> list[Path]:
-    "Write the figures of the report; returns their paths."
+# %% ../nbs/11_compare.ipynb #sctcd01
+def _pyplot():
     import matplotlib
 
     matplotlib.use('Agg', force=False)
     import matplotlib.pyplot as plt
 
-    paths, groups = [], group_arms(arms)
-    for ykey, name in (('ece', 'accuracy_vs_ece.png'), ('hallucination_rate', 'accuracy_vs_hallucination.png')):
-        fig, ax = plt.subplots(figsize=(5.5, 4))
-        for i, (key, g) in enumerate(
-            groups.items()
-        ):  # one small dot per seed, a large marker at the mean (CIs: the table)
-            xs, ys = [a.get(ykey, math.nan) for a in g], [a.get('accuracy', math.nan) for a in g]
-            c = 'k' if key[1] == 'base' else f'C{i}'
-            ax.scatter(xs, ys, color=c, alpha=0.35, s=18)
-            ax.scatter(
-                [mean_ci(xs)[0]],
-                [mean_ci(ys)[0]],
-                color=c,
-                marker='s' if key[1] == 'base' else 'o',
-                s=60,
-                label=_label(key),
-            )
-        ax.set(xlabel=ykey.replace('_', ' ') + ' (lower is better)', ylabel='accuracy (answerable, majority vote)')
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        paths.append(out / name)
+    return plt
+
+
+def _scatter(groups: dict, ykey: str, path: Path) -> Path:
+    "Accuracy against `ykey`: a small dot per seed, a large marker at each arm's mean (the CIs are in the table)."
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for i, (key, g) in enumerate(groups.items()):
+        xs, ys = [a.get(ykey, math.nan) for a in g], [a.get('accuracy', math.nan) for a in g]
+        c = 'k' if key[1] == 'base' else f'C{i}'
+        ax.scatter(xs, ys, color=c, alpha=0.35, s=18)
+        marker = 's' if key[1] == 'base' else 'o'
+        ax.scatter([mean_ci(xs)[0]], [mean_ci(ys)[0]], color=c, marker=marker, s=60, label=_label(key))
+    ax.set(xlabel=ykey.replace('_', ' ') + ' (lower is better)', ylabel='accuracy (answerable, majority vote)')
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+# %% ../nbs/11_compare.ipynb #cfigcd1
+def _curves_figure(curves: dict, path: Path) -> Path:
+    "Reward, entropy and both KL estimates against the step, one line per arm, smoothed over 20 steps."
+    plt = _pyplot()
+    fig, axs = plt.subplots(1, 4, figsize=(16, 3.4))
+    for i, (label, c) in enumerate(curves.items()):
+        for ax, k in zip(axs, ('reward_mean', 'entropy', 'rkl', 'srkl')):
+            ax.plot(c['step'], _smooth(c[k]), color=f'C{i + 1}', label=label)
+    for ax, k in zip(axs, ('reward', 'entropy', 'RKL estimate', 'SRKL estimate (α=0.8 unless CARE)')):
+        ax.set(title=k, xlabel='step')
+    axs[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+# %% ../nbs/11_compare.ipynb #plotcd1
+def plot_report(arms: list[dict], out: Path) -> list[Path]:
+    "Write the figures of the report; returns their paths."
+    groups = group_arms(arms)
+    paths = [_scatter(groups, 'ece', out / 'accuracy_vs_ece.png')]
+    paths.append(_scatter(groups, 'hallucination_rate', out / 'accuracy_vs_hallucination.png'))
     curves = _curves(out, arms)
     if curves:
-        fig, axs = plt.subplots(1, 4, figsize=(16, 3.4))
-        for i, (label, c) in enumerate(curves.items()):
-            for ax, k in zip(axs, ('reward_mean', 'entropy', 'rkl', 'srkl')):
-                ax.plot(c['step'], _smooth(c[k]), color=f'C{i + 1}', label=label)
-        for ax, k in zip(axs, ('reward', 'entropy', 'RKL estimate', 'SRKL estimate (α=0.8 unless CARE)')):
-            ax.set(title=k, xlabel='step')
-        axs[0].legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / 'curves.png', dpi=100)
-        plt.close(fig)
-        paths.append(out / 'curves.png')
+        paths.append(_curves_figure(curves, out / 'curves.png'))
     return paths
+
+# %% ../nbs/11_compare.ipynb #wrepcd1
+_LEGEND = [
+    'Accuracy: majority vote over samples on held-out answerable questions. Hallucination rate: fraction of held-out',
+    'unanswerable questions whose majority answer is not the abstention. Abstention rate: on answerable questions.',
+    'ECE / Brier / AUROC: self-consistency confidence (majority frequency) against correctness on answerable '
+    'questions.',
+    'Values: mean ± half-width of the 95% t-interval over seeds (no interval with one seed).',
+]
 
 
 def write_compare_report(arms: list[dict], out) -> Path:
@@ -686,37 +696,10 @@ def write_compare_report(arms: list[dict], out) -> Path:
     out = Path(out)
     figs = plot_report(arms, out)
     meta = json.loads((out / 'results.json').read_text()) if (out / 'results.json').exists() else {}
-    text = (
-        [
-            '# carerft compare: no KL vs RKL vs CARE on the toy world',
-            '',
-            (
-                'Accuracy: majority vote over samples on held-out answerable questions. '
-                'Hallucination rate: fraction of held-out'
-            ),
-            (
-                'unanswerable questions whose majority answer is not the abstention. '
-                'Abstention rate: on answerable questions.'
-            ),
-            (
-                'ECE / Brier / AUROC: self-consistency confidence (majority frequency) '
-                'against correctness on answerable questions.'
-            ),
-            'Values: mean ± half-width of the 95% t-interval over seeds (no interval with one seed).',
-            '',
-            markdown_summary(arms),
-            '',
-        ]
-        + [f'![{p.stem}]({p.name})' for p in figs]
-        + [
-            '',
-            '## Settings',
-            '',
-            '```json',
-            json.dumps({k: v for k, v in meta.items() if k != 'arms'}, indent=1, default=str),
-            '```',
-        ]
-    )
+    shared = json.dumps({k: v for k, v in meta.items() if k != 'arms'}, indent=1, default=str)
+    text = ['# carerft compare: no KL vs RKL vs CARE on the toy world', ''] + _LEGEND + ['', markdown_summary(arms), '']
+    text += [f'![{p.stem}]({p.name})' for p in figs]
+    text += ['', '## Settings', '', '```json', shared, '```']
     (out / 'report.md').write_text('\n'.join(text) + '\n')
     return out / 'report.md'
 
@@ -736,7 +719,7 @@ def _check_counts(steps, lr, base_steps, n_questions, n_samples, threads, worker
     if lr is not None and not (_real(lr) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
 
-
+# %% ../nbs/11_compare.ipynb #runcmp1
 def run_compare(
     out='runs/compare',  # folder for results.json, report.md, figures and each arm's run
     algos=('grpo',),  # any of grpo, dapo, gspo
