@@ -35,7 +35,7 @@ def _check_prob(p, name):
         raise ValueError(f"{name} must be a probability in (0, 1), got {p!r}")
     return v
 
-
+# %% ../nbs/01_explorer.ipynb #ex03
 def penalty_table(
     alpha: float = 0.8,  # SRKL skew, in [0, 1)
     beta: float = 0.04,  # penalty weight (the same for both regularisers)
@@ -57,6 +57,31 @@ def penalty_table(
     )
     return [{k: v[i].item() + 0.0 for k, v in cols.items()} for i in range(len(x))]  # + 0.0 turns -0.0 into 0.0
 
+# %% ../nbs/01_explorer.ipynb #ex05
+def _log_ratio_grid(
+    pi_ref: float,  # reference probability of the token
+    lo: float,  # smallest log(pi/pi_ref)
+    hi: float,  # largest log(pi/pi_ref), cut below -log(pi_ref) so that pi < 1
+    n: int,  # grid points
+) -> tuple:  # x, ref_logp, logp: (n,) float64 each
+    "A grid of log(pi/pi_ref) with the reference and policy log-probs it stands for."
+    x = torch.linspace(lo, min(hi, -math.log(pi_ref) - 1e-6), n, dtype=torch.float64)  # (n,)
+    ref = torch.full_like(x, math.log(pi_ref))  # (n,)
+    return x, ref, ref + x
+
+# %% ../nbs/01_explorer.ipynb #ex07
+def _plot_rkl(axs, x, lp, ref, beta: float):
+    "Draw RKL's penalty and gradient coefficient in black on the two axes `axs`."
+    axs[0].plot(x, beta * rkl_k3(lp, ref), 'k', lw=2, label='RKL')
+    axs[1].plot(x, beta * rkl_k3_grad(lp, ref), 'k', lw=2, label='RKL')
+
+# %% ../nbs/01_explorer.ipynb #ex20
+def _plot_srkl(axs, x, lp, ref, beta: float, alpha: float, color: str):
+    "Draw SRKL's penalty (with its dotted ceiling) and gradient coefficient at one `alpha` on the two axes `axs`."
+    axs[0].plot(x, beta * srkl_k3(lp, ref, alpha), color, label=f'SRKL α={alpha:g}')
+    axs[0].axhline(beta * (alpha - 1 - math.log(alpha)) if alpha > 0 else float('nan'), color=color, ls=':', lw=1)
+    axs[1].plot(x, beta * srkl_k3_grad(lp, ref, alpha), color, label=f'SRKL α={alpha:g}')
+
 # %% ../nbs/01_explorer.ipynb #791d8a57
 def plot_penalties(
     alphas=(0.5, 0.8, 0.95),  # SRKL skews to draw
@@ -66,17 +91,11 @@ def plot_penalties(
 ):
     "Figure with the per-token penalty and its gradient coefficient against log(pi/pi_ref), RKL versus SRKL."
     beta, pi_ref = _check_beta(beta), _check_prob(pi_ref, 'pi_ref')
-    x = torch.linspace(x_range[0], min(x_range[1], -math.log(pi_ref) - 1e-6), 400, dtype=torch.float64)
-    ref = torch.full_like(x, math.log(pi_ref))
-    lp = ref + x
+    x, ref, lp = _log_ratio_grid(pi_ref, x_range[0], x_range[1], 400)
     fig, axs = plt.subplots(1, 2, figsize=(10, 3.6))
-    axs[0].plot(x, beta * rkl_k3(lp, ref), 'k', lw=2, label='RKL')
-    axs[1].plot(x, beta * rkl_k3_grad(lp, ref), 'k', lw=2, label='RKL')
+    _plot_rkl(axs, x, lp, ref, beta)
     for i, alpha in enumerate(alphas):
-        c = f'C{i}'
-        axs[0].plot(x, beta * srkl_k3(lp, ref, alpha), c, label=f'SRKL α={alpha:g}')
-        axs[0].axhline(beta * (alpha - 1 - math.log(alpha)) if alpha > 0 else float('nan'), color=c, ls=':', lw=1)
-        axs[1].plot(x, beta * srkl_k3_grad(lp, ref, alpha), c, label=f'SRKL α={alpha:g}')
+        _plot_srkl(axs, x, lp, ref, beta, alpha, f'C{i}')
     axs[0].set(
         ylim=(0, 6 * beta), xlabel='log(π/π_ref)   ← abandoning | exploring →', ylabel='β·k', title='per-token penalty'
     )
@@ -104,7 +123,7 @@ def expected_step(
     (grad,) = torch.autograd.grad(loss, z)
     return (z - lr * grad).detach()
 
-
+# %% ../nbs/01_explorer.ipynb #ex11
 def train_distribution(ref_probs, reward, reg, steps: int = 300, lr: float = 1.0) -> torch.Tensor:
     "Probabilities (steps+1, V) along `steps` expected-gradient steps that start from the reference."
     ref_logp = torch.as_tensor(ref_probs, dtype=torch.float64).log()
@@ -118,17 +137,14 @@ def train_distribution(ref_probs, reward, reg, steps: int = 300, lr: float = 1.0
     return torch.stack(traj)
 
 # %% ../nbs/01_explorer.ipynb #ed478922
-def explore(
-    alpha: float = 0.8,  # SRKL skew
-    beta: float = 0.04,  # penalty weight
-    pi_ref: float = 0.2,  # reference probability of the token
-    show: bool = True,  # draw the figure
-) -> dict:  # the key numbers behind the figure
-    """Draw RKL versus SRKL at one (alpha, beta, pi_ref); return the bound, the ceiling and the penalties at pi = 0.99
-    and pi = pi_ref/10."""
-    alpha, beta, pi_ref = _check_alpha(alpha), _check_beta(beta), _check_prob(pi_ref, 'pi_ref')
+def _explore_numbers(
+    alpha: float,  # SRKL skew
+    beta: float,  # penalty weight
+    pi_ref: float,  # reference probability of the token
+) -> dict:  # the key numbers behind the explorer's figure
+    "The bound, the ceiling, the matched beta and the penalties at pi = 0.99 and pi = pi_ref/10, RKL and SRKL."
     down, up = penalty_table(alpha, beta, pi_ref, log_ratios=(-math.log(10), math.log(0.99 / pi_ref) - 1e-9))
-    out = dict(
+    return dict(
         alpha=alpha,
         beta=beta,
         pi_ref=pi_ref,
@@ -138,8 +154,20 @@ def explore(
         rkl_confident=up['rkl'],
         srkl_confident=up['srkl'],  # the token at pi = 0.99
         rkl_abandon=down['rkl'],
-        srkl_abandon=down['srkl'],
-    )  # the token at pi = pi_ref / 10
+        srkl_abandon=down['srkl'],  # the token at pi = pi_ref / 10
+    )
+
+# %% ../nbs/01_explorer.ipynb #ex15
+def explore(
+    alpha: float = 0.8,  # SRKL skew
+    beta: float = 0.04,  # penalty weight
+    pi_ref: float = 0.2,  # reference probability of the token
+    show: bool = True,  # draw the figure
+) -> dict:  # the key numbers behind the figure
+    """Draw RKL versus SRKL at one (alpha, beta, pi_ref); return the bound, the ceiling and the penalties at pi = 0.99
+    and pi = pi_ref/10."""
+    alpha, beta, pi_ref = _check_alpha(alpha), _check_beta(beta), _check_prob(pi_ref, 'pi_ref')
+    out = _explore_numbers(alpha, beta, pi_ref)
     if show:
         fig = plot_penalties((alpha,), beta, pi_ref)
         fig.suptitle(
@@ -164,7 +192,7 @@ def as_shown(
     exp = -n if m[2] else d.adjusted() - n + 1  # the last digit shown is 10**exp
     return float(d.quantize(Decimal(1).scaleb(exp), rounding=ROUND_HALF_UP))
 
-
+# %% ../nbs/01_explorer.ipynb #ex19
 def explorer(
     show: bool = True,  # redraw the figure on every move (False: compute only, e.g. in tests)
 ) -> widgets.interactive:
@@ -187,16 +215,13 @@ def explorer(
 # %% ../nbs/01_explorer.ipynb #4f3e2d52
 def alpha_animation(
     alphas=(0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99),  # frames
-    beta: float = 1.0,
-    pi_ref: float = 0.01,
+    beta: float = 1.0,  # penalty weight
+    pi_ref: float = 0.01,  # reference probability of the token
 ) -> str:
     "HTML (matplotlib to_jshtml) of the penalty and gradient curves, one frame per alpha: a kernel-free slider."
-    x = torch.linspace(-6, min(6.0, -math.log(pi_ref) - 1e-6), 200, dtype=torch.float64)
-    ref = torch.full_like(x, math.log(pi_ref))
-    lp = ref + x
+    x, ref, lp = _log_ratio_grid(pi_ref, -6.0, 6.0, 200)
     fig, axs = plt.subplots(1, 2, figsize=(8, 3), dpi=72)
-    axs[0].plot(x, beta * rkl_k3(lp, ref), 'k', lw=2, label='RKL')
-    axs[1].plot(x, beta * rkl_k3_grad(lp, ref), 'k', lw=2, label='RKL')
+    _plot_rkl(axs, x, lp, ref, beta)
     (l0,) = axs[0].plot([], [], 'C1', label='SRKL')
     (l1,) = axs[1].plot([], [], 'C1', label='SRKL')
     axs[0].set(xlim=(x[0], x[-1]), ylim=(0, 6 * beta), xlabel='log(π/π_ref)', title='penalty')

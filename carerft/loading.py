@@ -31,7 +31,7 @@ def load_tokenizer(path: str):
         return PreTrainedTokenizerFast.from_pretrained(path)
     return AutoTokenizer.from_pretrained(path)
 
-
+# %% ../nbs/07_loading.ipynb #lo03
 def load_model(path: str, bf16: bool = False):
     "A causal LM from a local folder or a hub name, with a clear error offline or for a broken folder."
     from transformers import AutoModelForCausalLM
@@ -64,7 +64,18 @@ def _parse_lines(p: Path) -> list[dict]:
         rows.append(row)
     return rows
 
+# %% ../nbs/07_loading.ipynb #lo06
+def _parse_json(p: Path) -> list[dict]:
+    "A JSON list of objects, with the file name and the line of a syntax error."
+    try:
+        rows = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p}, line {e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ValueError(f"{p}: must hold a JSON list of objects")
+    return rows
 
+# %% ../nbs/07_loading.ipynb #lo09
 def _read_rows(path: str, split: str) -> list[dict]:
     "The rows of a local file, or of a hub dataset."
     p = Path(path)
@@ -73,13 +84,7 @@ def _read_rows(path: str, split: str) -> list[dict]:
     if p.suffix == '.jsonl':
         return _parse_lines(p)
     if p.suffix == '.json':
-        try:
-            rows = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{p}, line {e.lineno}: not valid JSON ({e.msg})") from None
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise ValueError(f"{p}: must hold a JSON list of objects")
-        return rows
+        return _parse_json(p)
     if p.suffix == '.csv':
         with p.open(newline='') as f:
             return list(csv.DictReader(f))
@@ -92,7 +97,7 @@ def _read_rows(path: str, split: str) -> list[dict]:
             f"data {path!r} is not a local .jsonl/.json/.csv file and could not be loaded from the hub: {e}"
         ) from None
 
-
+# %% ../nbs/07_loading.ipynb #lo12
 def load_rows(path: str, prompt_field: str = 'prompt', split: str = 'train') -> list[dict]:
     "Rows from a .jsonl/.json/.csv file or a datasets hub name; `prompt_field` is renamed to 'prompt'."
     rows = _read_rows(path, split)
@@ -113,7 +118,7 @@ def _tar_records(path: Path) -> list[tuple[str, dict]]:
         members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.endswith('.json')), key=lambda m: m.name)
         return [(f'{path}:{m.name}', json.load(tar.extractfile(m))) for m in members]
 
-
+# %% ../nbs/07_loading.ipynb #lo15
 def _math_records(path: Path) -> list[tuple[str, dict]]:
     "(where, JSON object) of every problem in an archive, a folder of JSON files (or holding one archive) or a JSONL."
     if path.is_dir():
@@ -127,6 +132,22 @@ def _math_records(path: Path) -> list[tuple[str, dict]]:
     return _tar_records(path)
 
 # %% ../nbs/07_loading.ipynb #ldm3
+def _math_row(
+    where: str,  # where the record was found, for the error message
+    r: dict,  # a MATH record: problem and solution (or answer), maybe level and type
+    prompt: Callable[[str], str],  # problem -> the prompt text
+) -> dict | None:  # None when the solution boxes no answer
+    "One MATH record as a training row."
+    if not isinstance(r, dict) or 'problem' not in r or not ('solution' in r or 'answer' in r):
+        raise ValueError(f"{where}: a MATH record needs 'problem' and 'solution' (or 'answer') fields")
+    answer = extract_boxed(r['solution']) if 'solution' in r else str(r['answer'])
+    if not answer:
+        return None
+    return dict(
+        prompt=prompt(r['problem']), problem=r['problem'], answer=answer, level=r.get('level'), type=r.get('type')
+    )
+
+# %% ../nbs/07_loading.ipynb #lo19
 def load_math(
     path: str,  # MATH_train.tar.gz, a folder of its JSON files (or holding the archive), or a .jsonl with the fields
     prompt: Callable[[str], str] = paper_prompt,  # problem -> the prompt text
@@ -137,21 +158,8 @@ def load_math(
         raise ValueError(
             f"MATH data {path!r} does not exist (MATH_train.tar.gz, a folder of its JSON files or a .jsonl)"
         )
-    rows = []
-    for where, r in _math_records(p):
-        if not isinstance(r, dict) or 'problem' not in r or not ('solution' in r or 'answer' in r):
-            raise ValueError(f"{where}: a MATH record needs 'problem' and 'solution' (or 'answer') fields")
-        answer = extract_boxed(r['solution']) if 'solution' in r else str(r['answer'])
-        if answer:
-            rows.append(
-                dict(
-                    prompt=prompt(r['problem']),
-                    problem=r['problem'],
-                    answer=answer,
-                    level=r.get('level'),
-                    type=r.get('type'),
-                )
-            )
+    rows = [_math_row(where, r, prompt) for where, r in _math_records(p)]
+    rows = [r for r in rows if r is not None]
     if not rows:
         raise ValueError(f"MATH data {path!r} holds no problems with a boxed answer")
     return rows
@@ -175,6 +183,18 @@ def math_train_path(
     return str(folder)
 
 # %% ../nbs/07_loading.ipynb #ld12
+def _import_file_or_module(spec: str, mod: str):
+    "The module `mod` names: a path to a .py file, or an importable module name."
+    if not mod.endswith('.py'):
+        return importlib.import_module(mod)
+    if not Path(mod).is_file():
+        raise ValueError(f"reward {spec!r}: no file {mod!r}")
+    s = importlib.util.spec_from_file_location(Path(mod).stem, mod)
+    m = importlib.util.module_from_spec(s)
+    s.loader.exec_module(m)
+    return m
+
+# %% ../nbs/07_loading.ipynb #lo22
 def load_reward(spec: str) -> Callable:
     "A reward function: 'math', 'gsm8k', 'module:function' or 'file.py:function'."
     if spec in REWARDS:
@@ -184,14 +204,7 @@ def load_reward(spec: str) -> Callable:
         raise ValueError(
             f"reward must be {', '.join(map(repr, REWARDS))}, 'module:function' or 'file.py:function', got {spec!r}"
         )
-    if mod.endswith('.py'):
-        if not Path(mod).is_file():
-            raise ValueError(f"reward {spec!r}: no file {mod!r}")
-        s = importlib.util.spec_from_file_location(Path(mod).stem, mod)
-        m = importlib.util.module_from_spec(s)
-        s.loader.exec_module(m)
-    else:
-        m = importlib.import_module(mod)
+    m = _import_file_or_module(spec, mod)
     if not callable(getattr(m, fn, None)):
         raise ValueError(f"reward {spec!r}: {mod} has no function {fn!r}")
     return getattr(m, fn)

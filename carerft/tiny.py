@@ -11,6 +11,40 @@ from tokenizers import Tokenizer, Regex, models, pre_tokenizers, decoders, proce
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 # %% ../nbs/03_tiny.ipynb #0e5ca21a
+def _check_vocab(
+    chars: list,  # the distinct characters of the vocabulary
+    specials: list,  # the special tokens in use
+    add_bos: bool,  # whether a bos token will be prepended
+    bos_token,  # the bos token (None: none)
+    padding_side: str,  # 'left' or 'right'
+):
+    "Raise a ValueError naming the first argument of `char_tokenizer` outside what it allows."
+    if not chars or any(not isinstance(c, str) or len(c) != 1 for c in chars):
+        raise ValueError(f"chars must be a non-empty string or iterable of 1-character strings, got {chars!r}")
+    if len(set(specials)) != len(specials) or set(specials) & set(chars):
+        raise ValueError(f"special tokens {specials} must be distinct and not among chars")
+    if add_bos and bos_token is None:
+        raise ValueError("add_bos=True needs a bos_token, got bos_token=None")
+    if padding_side not in ('left', 'right'):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+
+# %% ../nbs/03_tiny.ipynb #tk03
+def _char_model(
+    vocab: dict,  # token -> id, special tokens first
+    unk_token,  # stands for characters outside the vocabulary (None: they raise)
+    bos_token,  # the token `add_bos` prepends
+    add_bos: bool,  # prepend `bos_token` to every encoded text
+) -> Tokenizer:
+    "A `tokenizers` Tokenizer with one token per character of `vocab`."
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=unk_token))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r'[\s\S]'), behavior='isolated')  # every character, newlines too
+    tok.decoder = decoders.Fuse()  # join without spaces
+    if add_bos:
+        bos = [(bos_token, vocab[bos_token])]
+        tok.post_processor = processors.TemplateProcessing(single=f'{bos_token} $A', special_tokens=bos)
+    return tok
+
+# %% ../nbs/03_tiny.ipynb #tk06
 def char_tokenizer(
     chars,  # the characters of the vocabulary (a string or an iterable of 1-character strings)
     pad_token='<pad>',  # padding token (None: no pad token, e.g. to test a fallback)
@@ -22,27 +56,11 @@ def char_tokenizer(
 ) -> PreTrainedTokenizerFast:
     "A character-level fast tokenizer: special tokens first (ids 0, 1, ...), then one token per distinct character."
     chars = list(dict.fromkeys(chars))
-    if not chars or any(not isinstance(c, str) or len(c) != 1 for c in chars):
-        raise ValueError(f"chars must be a non-empty string or iterable of 1-character strings, got {chars!r}")
     specials = [t for t in (pad_token, eos_token, bos_token, unk_token) if t is not None]
-    if len(set(specials)) != len(specials) or set(specials) & set(chars):
-        raise ValueError(f"special tokens {specials} must be distinct and not among chars")
-    if add_bos and bos_token is None:
-        raise ValueError("add_bos=True needs a bos_token, got bos_token=None")
-    if padding_side not in ('left', 'right'):
-        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    _check_vocab(chars, specials, add_bos, bos_token, padding_side)
     vocab = {t: i for i, t in enumerate(specials + chars)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token=unk_token))
-    tok.pre_tokenizer = pre_tokenizers.Split(
-        Regex(r'[\s\S]'), behavior='isolated'
-    )  # every character, newlines included
-    tok.decoder = decoders.Fuse()  # join without spaces
-    if add_bos:
-        tok.post_processor = processors.TemplateProcessing(
-            single=f'{bos_token} $A', special_tokens=[(bos_token, vocab[bos_token])]
-        )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
+        tokenizer_object=_char_model(vocab, unk_token, bos_token, add_bos),
         pad_token=pad_token,
         eos_token=eos_token,
         bos_token=bos_token,
@@ -51,32 +69,35 @@ def char_tokenizer(
     )
 
 # %% ../nbs/03_tiny.ipynb #331c4ad1
-def tiny_model(
-    tokenizer,  # the tokenizer whose vocabulary and special ids the model uses
-    hidden: int = 64,  # model width
-    layers: int = 2,  # number of decoder layers
-    heads: int = 4,  # attention heads (hidden / heads must be even, for rotary positions)
-    kv_heads: int | None = None,  # key/value heads for grouped-query attention (None: = heads)
-    intermediate: int | None = None,  # MLP width (None: 4 * hidden)
-    max_positions: int = 512,  # longest sequence, prompt + completion
-    seed: int = 0,  # weights are a function of the seed only
-    attn_implementation: str = 'sdpa',  # 'sdpa' or 'eager'
-) -> Qwen2ForCausalLM:
-    "A small, randomly initialised Qwen2 causal LM built from a config, vocabulary and special ids from `tokenizer`."
-    kv_heads = heads if kv_heads is None else kv_heads
-    for name, v in (
-        ('hidden', hidden),
-        ('layers', layers),
-        ('heads', heads),
-        ('kv_heads', kv_heads),
-        ('max_positions', max_positions),
-    ):
+def _check_sizes(
+    hidden: int,  # model width
+    layers: int,  # decoder layers
+    heads: int,  # attention heads
+    kv_heads: int,  # key/value heads
+    max_positions: int,  # longest sequence
+):
+    "Raise a ValueError naming the first size of `tiny_model` that cannot build a Qwen2 decoder."
+    sizes = dict(hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads, max_positions=max_positions)
+    for name, v in sizes.items():
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
     if hidden % heads or (hidden // heads) % 2:
         raise ValueError(f"hidden / heads must be an even integer, got hidden={hidden}, heads={heads}")
     if heads % kv_heads:
         raise ValueError(f"heads must be a multiple of kv_heads, got heads={heads}, kv_heads={kv_heads}")
+
+# %% ../nbs/03_tiny.ipynb #tk09
+def _qwen2_config(
+    tokenizer,  # gives the vocabulary size and the special ids
+    hidden: int,  # model width
+    layers: int,  # decoder layers
+    heads: int,  # attention heads
+    kv_heads: int,  # key/value heads
+    intermediate: int | None,  # MLP width (None: 4 * hidden)
+    max_positions: int,  # longest sequence
+    attn_implementation: str,  # 'sdpa' or 'eager'
+) -> Qwen2Config:
+    "The Qwen2 config of a tiny model: sizes, the tokenizer's vocabulary and special ids, tied embeddings."
     config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
@@ -91,6 +112,24 @@ def tiny_model(
         bos_token_id=tokenizer.bos_token_id,
     )
     config._attn_implementation = attn_implementation
+    return config
+
+# %% ../nbs/03_tiny.ipynb #tk12
+def tiny_model(
+    tokenizer,  # the tokenizer whose vocabulary and special ids the model uses
+    hidden: int = 64,  # model width
+    layers: int = 2,  # number of decoder layers
+    heads: int = 4,  # attention heads (hidden / heads must be even, for rotary positions)
+    kv_heads: int | None = None,  # key/value heads for grouped-query attention (None: = heads)
+    intermediate: int | None = None,  # MLP width (None: 4 * hidden)
+    max_positions: int = 512,  # longest sequence, prompt + completion
+    seed: int = 0,  # weights are a function of the seed only
+    attn_implementation: str = 'sdpa',  # 'sdpa' or 'eager'
+) -> Qwen2ForCausalLM:
+    "A small, randomly initialised Qwen2 causal LM built from a config, vocabulary and special ids from `tokenizer`."
+    kv_heads = heads if kv_heads is None else kv_heads
+    _check_sizes(hidden, layers, heads, kv_heads, max_positions)
+    config = _qwen2_config(tokenizer, hidden, layers, heads, kv_heads, intermediate, max_positions, attn_implementation)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen2ForCausalLM(config)

@@ -33,7 +33,53 @@ IDK = 'idk'  # the one correct answer to an unanswerable question
 VOCAB = '0123456789+-*<>?=' + IDK  # every character a prompt or an answer can contain
 OPERATIONS = '+-*<>'  # the operations a config may use: + - * modulo `digits`, < is min, > is max
 
+# %% ../nbs/10_toyworld.ipynb #tw22
+def _check_ints(c):
+    "Raise ValueError naming the first integer field of `c` outside its range."
+    ints = dict(
+        digits=(2, 10),
+        min_steps=(1, 8),
+        max_steps=(1, 8),
+        base_examples=(1, None),
+        base_steps=(1, None),
+        batch_size=(1, None),
+        hidden=(4, None),
+        layers=(1, None),
+        heads=(1, None),
+        intermediate=(1, None),
+    )
+    for name, (lo, hi) in ints.items():
+        v = getattr(c, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+            raise ValueError(f"{name} must be an int in [{lo}, {hi or 'inf'}], got {v!r}")
 
+# %% ../nbs/10_toyworld.ipynb #tw24
+def _check_fracs(c):
+    "Raise ValueError naming the first share of `c` outside [0, 1] (eval_frac: strictly inside)."
+    for name in ('unanswerable_frac', 'hedge_frac', 'noise_frac', 'guess_frac', 'eval_frac'):
+        v = getattr(c, name)
+        if not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
+    if c.hedge_frac + c.noise_frac > 1:
+        raise ValueError(f"hedge_frac + noise_frac must be <= 1, got {c.hedge_frac} + {c.noise_frac}")
+    if not 0 < c.eval_frac < 1:
+        raise ValueError(f"eval_frac must be strictly between 0 and 1, got {c.eval_frac!r}")
+
+# %% ../nbs/10_toyworld.ipynb #508f91c0
+def _check_config(c):
+    "Raise ValueError naming the first field of `c` outside its allowed range."
+    _check_ints(c)
+    if c.max_steps < c.min_steps:
+        raise ValueError(f"max_steps must be >= min_steps, got max_steps={c.max_steps}, min_steps={c.min_steps}")
+    if not isinstance(c.operations, str) or not c.operations or set(c.operations) - set(OPERATIONS):
+        raise ValueError(
+            f"operations must be a non-empty string of characters from {OPERATIONS!r}, got {c.operations!r}"
+        )
+    _check_fracs(c)
+    if not (isinstance(c.lr, (int, float)) and math.isfinite(c.lr) and c.lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {c.lr!r}")
+
+# %% ../nbs/10_toyworld.ipynb #tw03
 @dataclass
 class ToyWorldConfig:
     "Everything that defines a toy world and its base model; its hash names the cached base model."
@@ -64,42 +110,6 @@ class ToyWorldConfig:
     def max_new_tokens(self) -> int:
         "Longest completion the world needs: the abstention plus EOS."
         return len(IDK) + 1
-
-# %% ../nbs/10_toyworld.ipynb #508f91c0
-def _check_config(c):
-    "Raise ValueError naming the first field of `c` outside its allowed range."
-    ints = dict(
-        digits=(2, 10),
-        min_steps=(1, 8),
-        max_steps=(1, 8),
-        base_examples=(1, None),
-        base_steps=(1, None),
-        batch_size=(1, None),
-        hidden=(4, None),
-        layers=(1, None),
-        heads=(1, None),
-        intermediate=(1, None),
-    )
-    for name, (lo, hi) in ints.items():
-        v = getattr(c, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
-            raise ValueError(f"{name} must be an int in [{lo}, {hi or 'inf'}], got {v!r}")
-    if c.max_steps < c.min_steps:
-        raise ValueError(f"max_steps must be >= min_steps, got max_steps={c.max_steps}, min_steps={c.min_steps}")
-    if not isinstance(c.operations, str) or not c.operations or set(c.operations) - set(OPERATIONS):
-        raise ValueError(
-            f"operations must be a non-empty string of characters from {OPERATIONS!r}, got {c.operations!r}"
-        )
-    for name in ('unanswerable_frac', 'hedge_frac', 'noise_frac', 'guess_frac', 'eval_frac'):
-        v = getattr(c, name)
-        if not isinstance(v, (int, float)) or not 0 <= v <= 1:
-            raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
-    if c.hedge_frac + c.noise_frac > 1:
-        raise ValueError(f"hedge_frac + noise_frac must be <= 1, got {c.hedge_frac} + {c.noise_frac}")
-    if not 0 < c.eval_frac < 1:
-        raise ValueError(f"eval_frac must be strictly between 0 and 1, got {c.eval_frac!r}")
-    if not (isinstance(c.lr, (int, float)) and math.isfinite(c.lr) and c.lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got {c.lr!r}")
 
 # %% ../nbs/10_toyworld.ipynb #c9536ea2
 def chain_value(
@@ -138,6 +148,18 @@ def _draw(rng: random.Random, config: ToyWorldConfig, answerable: bool) -> dict:
         return None
     return dict(prompt=prompt[: 2 * i] + '?' + prompt[2 * i + 1 :], answer=IDK, answerable=False)
 
+# %% ../nbs/10_toyworld.ipynb #tw29
+def _draw_in_split(rng: random.Random, config: ToyWorldConfig, answerable: bool, split: str) -> dict:
+    "One question of the given type from `split`, redrawn until it is valid and in that split."
+    for _ in range(10_000):
+        q = _draw(rng, config, answerable)
+        if q is not None and question_split(q['prompt'], config) == split:
+            return q
+    raise ValueError(
+        f"no {'answerable' if answerable else 'unanswerable'} question of this config "
+        f"falls in split {split!r}: enlarge the world or change eval_frac"
+    )
+
 # %% ../nbs/10_toyworld.ipynb #cd178834
 KINDS = ('answerable', 'unanswerable', 'mixed')
 
@@ -160,16 +182,7 @@ def make_questions(
     rng, out = random.Random(f'{seed}:{kind}:{split}'), []
     for _ in range(n):
         answerable = kind == 'answerable' or (kind == 'mixed' and rng.random() >= config.unanswerable_frac)
-        for _ in range(10_000):  # redraw until the question is valid and in the split; its type stays fixed
-            q = _draw(rng, config, answerable)
-            if q is not None and question_split(q['prompt'], config) == split:
-                break
-        else:
-            raise ValueError(
-                f"no {'answerable' if answerable else 'unanswerable'} question of this config "
-                f"falls in split {split!r}: enlarge the world or change eval_frac"
-            )
-        out.append(q)
+        out.append(_draw_in_split(rng, config, answerable, split))
     return out
 
 # %% ../nbs/10_toyworld.ipynb #2e89984c
@@ -240,22 +253,30 @@ def lm_loss(model, ids: torch.Tensor, mask: torch.Tensor, loss_mask: torch.Tenso
     return (nll * w).sum() / w.sum()
 
 # %% ../nbs/10_toyworld.ipynb #403c8dbd
-def fit_base(model, tokenizer, config: ToyWorldConfig, seed: int = 0, progress: bool = True) -> list:
-    "Supervised training of `model` on the noisy base data mix; returns the loss of every step."
+def _base_data(tokenizer, config: ToyWorldConfig, seed: int) -> tuple:
+    "Token ids, attention mask and loss mask of `config.base_examples` questions with targets from the noisy mix."
     qs = make_questions(config.base_examples, seed, 'mixed', config, 'train')
     rng = random.Random(seed)
-    ids, mask, loss_mask = encode_examples(
-        tokenizer, [q['prompt'] for q in qs], [noisy_target(q, rng, config) for q in qs]
-    )
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01, betas=(0.9, 0.98))
-    T = config.base_steps
+    targets = [noisy_target(q, rng, config) for q in qs]
+    return encode_examples(tokenizer, [q['prompt'] for q in qs], targets)
+
+# %% ../nbs/10_toyworld.ipynb #tw08
+def _warmup_cosine(opt, T: int):
+    "Linear warm-up over min(100, T/10) steps, then cosine decay to 0 at step `T`."
     warm = min(100, max(1, T // 10))
-    sched = torch.optim.lr_scheduler.LambdaLR(
+    return torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * s / T))
     )
+
+# %% ../nbs/10_toyworld.ipynb #tw11
+def fit_base(model, tokenizer, config: ToyWorldConfig, seed: int = 0, progress: bool = True) -> list:
+    "Supervised training of `model` on the noisy base data mix; returns the loss of every step."
+    ids, mask, loss_mask = _base_data(tokenizer, config, seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    sched = _warmup_cosine(opt, config.base_steps)
     g, losses = torch.Generator().manual_seed(seed), []
     model.train()
-    for _ in (bar := tqdm(range(T), disable=not progress, desc='base model')):
+    for _ in (bar := tqdm(range(config.base_steps), disable=not progress, desc='base model')):
         b = torch.randint(len(ids), (config.batch_size,), generator=g)
         loss = lm_loss(model, ids[b], mask[b], loss_mask[b])
         opt.zero_grad()
@@ -310,19 +331,18 @@ def load_base(path) -> tuple:
     return model, PreTrainedTokenizerFast.from_pretrained(path, padding_side='left')
 
 
-def train_base(
-    config: ToyWorldConfig,  # the world and the model's size
-    seed: int = 0,  # seeds the weights, the training data and the batch order
-    cache_dir=None,  # cache root (None: ~/.cache/carerft/toyworld)
-    progress: bool = True,  # show a tqdm progress bar
-) -> tuple:  # (model in eval mode, tokenizer)
-    """The world's base model for `seed`: loaded from the cache if present, else trained in-process (minutes on a CPU)
-    and cached."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-    path = base_path(config, seed, cache_dir)
-    if (path / 'config.json').exists():
-        return load_base(path)
+def _save_base(model, tokenizer, info: dict, path: Path):
+    "Save model, tokenizer and `info` to a temporary folder, then rename it to `path` (unless another process won)."
+    tmp = path.with_name(path.name + f'.tmp{os.getpid()}')
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / 'train_info.json').write_text(json.dumps(info))
+    if not path.exists():
+        os.replace(tmp, path)
+
+# %% ../nbs/10_toyworld.ipynb #tw35
+def _train_fresh(config: ToyWorldConfig, seed: int, progress: bool) -> tuple:
+    "A base model trained from `seed` on one thread, its tokenizer, and the training record (info) to save with it."
     tokenizer = world_tokenizer()
     model = world_model(config, tokenizer, seed)
     t0 = time.perf_counter()
@@ -338,12 +358,23 @@ def train_base(
         final_loss=sum(losses[-50:]) / len(losses[-50:]),
         losses=losses[::10],
     )
-    tmp = path.with_name(path.name + f'.tmp{os.getpid()}')
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / 'train_info.json').write_text(json.dumps(info))
-    if not path.exists():
-        os.replace(tmp, path)
+    return model, tokenizer, info
+
+# %% ../nbs/10_toyworld.ipynb #tw15
+def train_base(
+    config: ToyWorldConfig,  # the world and the model's size
+    seed: int = 0,  # seeds the weights, the training data and the batch order
+    cache_dir=None,  # cache root (None: ~/.cache/carerft/toyworld)
+    progress: bool = True,  # show a tqdm progress bar
+) -> tuple:  # (model in eval mode, tokenizer)
+    """The world's base model for `seed`: loaded from the cache if present, else trained in-process (minutes on a CPU)
+    and cached."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    path = base_path(config, seed, cache_dir)
+    if (path / 'config.json').exists():
+        return load_base(path)
+    _save_base(*_train_fresh(config, seed, progress), path)
     return load_base(path)
 
 # %% ../nbs/10_toyworld.ipynb #e07b0fc4
@@ -365,38 +396,22 @@ def _majorities(model, tokenizer, prompts, n_samples, temperature, generator, ba
             out.append((comps, *self_consistency(comps)))
     return out
 
-
+# %% ../nbs/10_toyworld.ipynb #tw18
 def _greedy(model, tokenizer, prompts):
     "The arg-max completion of each prompt, stripped (carerft.rollout.greedy)."
     return [c.strip() for c in greedy(model, tokenizer, prompts, len(IDK) + 1)]
 
-# %% ../nbs/10_toyworld.ipynb #f36d8e93
-def evaluate_world(
-    model,
-    tokenizer,
-    config: ToyWorldConfig,
-    n_questions: int = 400,  # held-out questions of each kind
-    n_samples: int = 8,  # samples per question for the majority and its confidence
-    seed: int = 1234,  # question draw and sampling seed
-    temperature: float = 1.0,  # sampling temperature
-) -> dict:  # metrics (floats) and 'records' (one dict per question)
-    """Accuracy, hallucination, abstention and self-consistency calibration of `model` on held-out questions of the
-    world."""
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}")
-    if isinstance(n_questions, bool) or not isinstance(n_questions, int) or n_questions < 1:
-        raise ValueError(f"n_questions must be an int >= 1, got {n_questions!r}")
-    qs = make_questions(n_questions, seed, 'answerable', config, 'eval') + make_questions(
-        n_questions, seed, 'unanswerable', config, 'eval'
-    )
-    prompts, g = [q['prompt'] for q in qs], torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    records = [
+# %% ../nbs/10_toyworld.ipynb #tw32
+def _eval_records(model, tokenizer, qs: list, n_samples: int, temperature: float, seed: int) -> list:
+    "Each question of `qs` with its samples, majority, confidence, greedy answer and whether the majority is right."
+    prompts = [q['prompt'] for q in qs]
+    g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    majorities = _majorities(model, tokenizer, prompts, n_samples, temperature, g)
+    greedy_answers = _greedy(model, tokenizer, prompts)
+    return [
         dict(q, samples=s, majority=m, confidence=c, greedy=gr, correct=m == q['answer'])
-        for q, (s, m, c), gr in zip(
-            qs, _majorities(model, tokenizer, prompts, n_samples, temperature, g), _greedy(model, tokenizer, prompts)
-        )
+        for q, (s, m, c), gr in zip(qs, majorities, greedy_answers)
     ]
-    return dict(_metrics(records[:n_questions], records[n_questions:]), records=records)
 
 # %% ../nbs/10_toyworld.ipynb #89dc6e50
 def _metrics(ans: list, unans: list) -> dict:
@@ -416,3 +431,25 @@ def _metrics(ans: list, unans: list) -> dict:
         auroc=auroc(conf, corr),
         mean_confidence=mean(conf),
     )
+
+# %% ../nbs/10_toyworld.ipynb #f36d8e93
+def evaluate_world(
+    model,  # a causal LM over the world's tokenizer
+    tokenizer,  # the world's tokenizer (world_tokenizer)
+    config: ToyWorldConfig,  # the world the questions are drawn from
+    n_questions: int = 400,  # held-out questions of each kind
+    n_samples: int = 8,  # samples per question for the majority and its confidence
+    seed: int = 1234,  # question draw and sampling seed
+    temperature: float = 1.0,  # sampling temperature
+) -> dict:  # metrics (floats) and 'records' (one dict per question)
+    """Accuracy, hallucination, abstention and self-consistency calibration of `model` on held-out questions of the
+    world."""
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}")
+    if isinstance(n_questions, bool) or not isinstance(n_questions, int) or n_questions < 1:
+        raise ValueError(f"n_questions must be an int >= 1, got {n_questions!r}")
+    qs = make_questions(n_questions, seed, 'answerable', config, 'eval') + make_questions(
+        n_questions, seed, 'unanswerable', config, 'eval'
+    )
+    records = _eval_records(model, tokenizer, qs, n_samples, temperature, seed)
+    return dict(_metrics(records[:n_questions], records[n_questions:]), records=records)
