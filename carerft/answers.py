@@ -22,7 +22,7 @@ def _check_text(text, name='text'):
     if not isinstance(text, str):
         raise ValueError(f"{name} must be a str, got {type(text).__name__}: {text!r:.80}")
 
-
+# %% ../nbs/06_answers.ipynb #an03
 def _brace_group(text: str, start: int):
     """Content from `start` up to the matching `}` (depth counted, backslash escapes skipped), or None if it never
     closes."""
@@ -75,7 +75,7 @@ def _strip_wrappers(s: str) -> str:
     "Drop markdown bold, `$` delimiters and a trailing full stop around a short answer."
     return s.strip().lstrip('*$ ').rstrip('*$. ')
 
-
+# %% ../nbs/06_answers.ipynb #an06
 def extract_answer_is(
     text: str,  # a completion
 ) -> str | None:  # what follows the last "answer is"/"answer:", or None
@@ -91,7 +91,7 @@ def extract_answer_is(
     out = boxed if boxed is not None else _strip_wrappers(tail)
     return out or None
 
-
+# %% ../nbs/06_answers.ipynb #an09
 def extract_last_number(
     text: str,  # a completion
 ) -> str | None:  # the last number in the text without thousands commas, or None
@@ -129,7 +129,7 @@ _NORM_SUBS = [
 ]
 _THOUSANDS = re.compile(r'-?\d{1,3}(?:,\d{3})+(?:\.\d+)?')
 
-
+# %% ../nbs/06_answers.ipynb #an11
 def normalize_answer(
     s: str,  # a short answer (extracted, not a whole completion)
 ) -> str:  # a normal form: equal forms mean equal answers
@@ -146,7 +146,7 @@ def _as_latex_box(s: str) -> str:
     "Wrap a bare answer in `\\boxed{}` so math-verify's LaTeX parser finds it; leave delimited text alone."
     return s if s.lstrip().startswith(('$', '\\boxed', '\\(', '\\[')) else '\\boxed{' + s + '}'
 
-
+# %% ../nbs/06_answers.ipynb #an13
 def math_verify_equal(
     pred: str,  # predicted short answer (LaTeX or plain)
     gold: str,  # gold short answer
@@ -213,7 +213,7 @@ ABSTENTION_PHRASES = (
     "i abstain",
 )
 
-
+# %% ../nbs/06_answers.ipynb #an17
 def _norm_text(s: str) -> str:
     "Lower-case, straight apostrophes, single spaces, no surrounding punctuation or quotes."
     s = re.sub(r'\s+', ' ', s.lower().replace('\u2019', "'").replace('\u2018', "'")).strip()
@@ -299,7 +299,7 @@ def _well_formed(completion: str) -> bool:
     reasoning, answer = body.split('</think>')
     return bool(reasoning.strip()) and bool(extract_boxed(answer))
 
-
+# %% ../nbs/06_answers.ipynb #an20
 def format_reward(prompts, completions, **_) -> list[float]:
     "1.0 where a completion reasons, closes `</think>` once and then gives a closed `\\boxed{}` answer, else 0.0."
     return [float(_well_formed(c)) for c in completions]

@@ -29,7 +29,7 @@ def _as_1d(x, name: str) -> np.ndarray:
         raise ValueError(f"{name} is empty: need at least one value")
     return a
 
-
+# %% ../nbs/08_calibration.ipynb #ca03
 def _check(confidence, correct) -> tuple[np.ndarray, np.ndarray]:
     "Validated (confidence, correct) as float64 arrays: same length, confidence in [0, 1], correct in {0, 1}."
     c, y = _as_1d(confidence, 'confidence'), _as_1d(correct, 'correct')
@@ -75,7 +75,7 @@ def _check_bins(n_bins) -> int:
         raise ValueError(f"n_bins must be an integer >= 1, got {n_bins!r}")
     return int(n_bins)
 
-
+# %% ../nbs/08_calibration.ipynb #ca05
 def calibration_bins(
     confidence,  # (n,) confidences in [0, 1]: list, array or tensor
     correct,  # (n,) 0/1 or bool
@@ -102,7 +102,7 @@ def ece(
     full = b['count'] > 0
     return float(np.sum(b['count'][full] * np.abs(b['accuracy'][full] - b['confidence'][full])) / b['count'].sum())
 
-
+# %% ../nbs/08_calibration.ipynb #ca07
 def mce(confidence, correct, n_bins: int = 10, binning: Callable = bin_width) -> float:
     "Maximum calibration error: the largest |accuracy - confidence| over non-empty bins."
     b = calibration_bins(confidence, correct, n_bins, binning)
@@ -118,7 +118,7 @@ def brier(
     c, y = _check(confidence, correct)
     return float(np.mean((c - y) ** 2))
 
-
+# %% ../nbs/08_calibration.ipynb #ca10
 def log_score(
     confidence,  # (n,) confidences in [0, 1]
     correct,  # (n,) 0/1 or bool
@@ -135,7 +135,7 @@ def _midranks(x: np.ndarray) -> np.ndarray:
     u, inv, cnt = np.unique(x, return_inverse=True, return_counts=True)
     return ((np.cumsum(cnt) - cnt) + (cnt + 1) / 2)[inv]
 
-
+# %% ../nbs/08_calibration.ipynb #ca12
 def auroc(
     confidence,  # (n,) confidences in [0, 1]
     correct,  # (n,) 0/1 or bool
@@ -160,7 +160,7 @@ def risk_coverage(
     errors = np.cumsum(np.bincount(inv, 1 - y, len(u))[::-1])
     return n_kept / len(c), errors / n_kept, u[::-1]
 
-
+# %% ../nbs/08_calibration.ipynb #ca15
 def aurc(confidence, correct) -> float:
     "Area under the risk-coverage curve (step rule; ties enter together); lower is better."
     cov, risk, _ = risk_coverage(confidence, correct)
@@ -183,7 +183,7 @@ def _groups(answers: Sequence, same) -> tuple[list, list[int], list[int]]:
         group.append(j)
     return reps, counts, group
 
-
+# %% ../nbs/08_calibration.ipynb #ca17
 def _check_answers(answers) -> list:
     "Answers as a non-empty list, or ValueError."
     if isinstance(answers, str) or not isinstance(answers, (Sequence, np.ndarray)):
@@ -205,7 +205,7 @@ def self_consistency(
     best = int(np.argmax(counts))  # argmax returns the first maximum: the first-seen group
     return reps[best], counts[best] / len(answers)
 
-
+# %% ../nbs/08_calibration.ipynb #ca20
 def sample_consistency(answers: Sequence, same: Callable | None = None) -> list[float]:
     "Per-sample confidence: the share of the N samples that agree with each sample's answer (0 for None)."
     answers = _check_answers(answers)
@@ -225,7 +225,7 @@ def _check_logp_mask(logp, mask):
     if (mask.sum(-1) == 0).any():
         raise ValueError("mask selects no answer token in some row")
 
-
+# %% ../nbs/08_calibration.ipynb #ca22
 def answer_prob(
     logp: torch.Tensor,  # (N, T) log-probs of the generated tokens
     mask: torch.Tensor,  # (N, T) 1 on the answer's tokens
@@ -247,7 +247,7 @@ _VERBAL = re.compile(
     re.IGNORECASE,
 )
 
-
+# %% ../nbs/08_calibration.ipynb #ca24
 def parse_verbal_confidence(
     text: str,  # a completion that states its confidence
 ) -> float | None:  # the last stated confidence in [0, 1], or None
@@ -264,6 +264,14 @@ def parse_verbal_confidence(
     v = v / 100 if unit in ('%', 'percent', '/100') else v / 10 if unit == '/10' else v / 100 if v > 1 else v
     return v if 0 <= v <= 1 else None
 
+# %% ../nbs/08_calibration.ipynb #ca26
+def _check_resampling(n_boot, level):
+    "Raise ValueError unless level is in (0, 1) and n_boot is an integer >= 1."
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    if not isinstance(n_boot, int) or n_boot < 1:
+        raise ValueError(f"n_boot must be an integer >= 1, got {n_boot!r}")
+
 # %% ../nbs/08_calibration.ipynb #fcffeec3
 def bootstrap_ci(
     metric: Callable,  # metric(confidence, correct) -> float, e.g. ece, brier, auroc
@@ -275,10 +283,7 @@ def bootstrap_ci(
 ) -> tuple[float, float, float]:  # (metric on the data, lower, upper)
     "Percentile-bootstrap interval for a metric, resampling (confidence, correct) pairs."
     c, y = _check(confidence, correct)
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
-    if not isinstance(n_boot, int) or n_boot < 1:
-        raise ValueError(f"n_boot must be an integer >= 1, got {n_boot!r}")
+    _check_resampling(n_boot, level)
     rng = np.random.default_rng(seed)
     stats = np.array([metric(c[i], y[i]) for i in rng.integers(0, len(c), size=(n_boot, len(c)))], dtype=np.float64)
     if np.isnan(stats).all():

@@ -24,7 +24,7 @@ def _check_alpha(alpha) -> float:
         )
     return a
 
-
+# %% ../nbs/00_divergences.ipynb #dv03
 def _check_beta(beta) -> float:
     "Return `beta` as a float, or raise ValueError unless it is a finite number >= 0."
     try:
@@ -35,7 +35,7 @@ def _check_beta(beta) -> float:
         raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
     return b
 
-
+# %% ../nbs/00_divergences.ipynb #dv06
 def _check_pair(a, b, name_a, name_b):
     "Raise ValueError naming both arguments unless `a` and `b` are tensors with broadcastable shapes."
     for x, n in ((a, name_a), (b, name_b)):
@@ -46,7 +46,7 @@ def _check_pair(a, b, name_a, name_b):
     except RuntimeError:
         raise ValueError(f"{name_a} {tuple(a.shape)} and {name_b} {tuple(b.shape)} have incompatible shapes") from None
 
-
+# %% ../nbs/00_divergences.ipynb #dv29
 def _upcast(a, b, name_a='logp', name_b='ref_logp'):
     "Check the pair; return both in at least float32, and the dtype to hand back (the inputs' promoted dtype)."
     _check_pair(a, b, name_a, name_b)
@@ -77,7 +77,7 @@ def rkl_exact(
     logp, ref_logp = F.log_softmax(logits, -1), F.log_softmax(ref_logits, -1)  # (..., V)
     return (logp.exp() * (logp - ref_logp)).sum(-1).to(dtype)
 
-
+# %% ../nbs/00_divergences.ipynb #dv10
 def srkl_exact(
     logits: torch.Tensor,  # policy logits, (..., V)
     ref_logits: torch.Tensor,  # reference logits, (..., V)
@@ -100,7 +100,7 @@ def _k3(log_r: torch.Tensor) -> torch.Tensor:
     e = torch.expm1(c)
     return e - log_r + (e + 1) * (log_r - c)  # the last term is 0 unless log r is past the bound
 
-
+# %% ../nbs/00_divergences.ipynb #dv14
 def rkl_k3(
     logp: torch.Tensor,  # log pi(y) of the sampled tokens, e.g. (N, T)
     ref_logp: torch.Tensor,  # log pi_ref(y) of the same tokens
@@ -109,7 +109,7 @@ def rkl_k3(
     logp, ref_logp, dtype = _upcast(logp, ref_logp)  # float32 inside, the input dtype out
     return _k3(ref_logp - logp).to(dtype)
 
-
+# %% ../nbs/00_divergences.ipynb #dv17
 def srkl_k3(
     logp: torch.Tensor,  # log pi(y) of the sampled tokens, e.g. (N, T)
     ref_logp: torch.Tensor,  # log pi_ref(y) of the same tokens
@@ -131,7 +131,7 @@ def rkl_k3_grad(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     logp, ref_logp, dtype = _upcast(logp, ref_logp)
     return (-_k3_slope(ref_logp - logp)).to(dtype)
 
-
+# %% ../nbs/00_divergences.ipynb #dv27
 def srkl_k3_grad(logp: torch.Tensor, ref_logp: torch.Tensor, alpha: float) -> torch.Tensor:
     """Closed-form d srkl_k3 / d logp = -(r - 1)(r - alpha) / r with r = m_alpha / pi (gradient through the mixture
     included)."""
@@ -161,7 +161,7 @@ class NoKL:
     def __repr__(self):
         return 'NoKL()'
 
-
+# %% ../nbs/00_divergences.ipynb #dv21
 class RKL:
     "Reverse-KL anchor: beta * k3 estimate of KL(pi || pi_ref) per token."
 
@@ -179,7 +179,7 @@ class RKL:
     def __repr__(self):
         return f'RKL(beta={self.beta:g})'
 
-
+# %% ../nbs/00_divergences.ipynb #dv24
 class SRKL:
     "CARE's skew-reverse-KL anchor: beta * k3 estimate of KL(pi || alpha*pi + (1-alpha)*pi_ref) per token."
 

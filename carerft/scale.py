@@ -41,7 +41,7 @@ SHAPES = {  # published config.json values; `tiny` is ours
 ROPE_THETA = {'tiny': 10_000.0, 'qwen2.5-math-1.5b': 10_000.0, 'qwen2.5-3b': 1_000_000.0, 'qwen2.5-7b': 1_000_000.0}
 PUBLISHED_PARAMS = {'qwen2.5-math-1.5b': 1.544e9, 'qwen2.5-3b': 3.086e9, 'qwen2.5-7b': 7.616e9}
 
-
+# %% ../nbs/14_scale.ipynb #sz03
 def shape_config(
     shape: str,  # a name in SHAPES
 ) -> Qwen2Config:
@@ -76,7 +76,7 @@ def build_model(
         torch.manual_seed(seed)
         return Qwen2ForCausalLM(config)
 
-
+# %% ../nbs/14_scale.ipynb #sz06
 @functools.cache
 def count_params(
     shape: str,  # a name in SHAPES
@@ -154,7 +154,7 @@ def layer_bytes(
     d_kv = config.num_key_value_heads * (d // config.num_attention_heads)
     return 32 * d + 6 * d_kv + 8 * I
 
-
+# %% ../nbs/14_scale.ipynb #sz09
 def activation_bytes(
     config,  # the model's Qwen2Config
     tokens: int,  # prompt + completion tokens of one micro-batch, n_tok
@@ -175,7 +175,30 @@ def _check_int(name: str, v):
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise ValueError(f"{name} must be an int >= 1, got {v!r}")
 
+# %% ../nbs/14_scale.ipynb #sz32
+def _check_run_sizes(run):
+    "Raise ValueError unless a run's sizes are valid: positive ints, known names, k dividing N = B*G."
+    for name in ('group_size', 'prompts_per_step', 'max_prompt_len', 'max_new_tokens', 'grad_accum_steps'):
+        _check_int(name, getattr(run, name))
+    for name in ('logprob_chunk', 'micro_batch_tokens', 'rollout_batch_tokens'):
+        if getattr(run, name) is not None:
+            _check_int(name, getattr(run, name))
+    if run.micro_batch_tokens is not None and run.grad_accum_steps > 1:
+        raise ValueError(
+            "micro_batch_tokens cannot be combined with grad_accum_steps > 1 (both split the step): give one"
+        )
+    if not isinstance(run.gradient_checkpointing, bool):
+        raise ValueError(f"gradient_checkpointing must be True or False, got {run.gradient_checkpointing!r}")
+    for name, allowed in (('optimizer', OPTIMIZERS), ('reference', REFERENCES)):
+        if getattr(run, name) not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(run, name)!r}")
+    N = run.prompts_per_step * run.group_size
+    if N % run.grad_accum_steps:
+        raise ValueError(
+            f"grad_accum_steps must divide prompts_per_step * group_size = {N}, got {run.grad_accum_steps}"
+        )
 
+# %% ../nbs/14_scale.ipynb #sz11
 @dataclass
 class RunSize:
     "What sets a run's memory besides the model's shape. The first nine are RFTConfig fields, with its defaults."
@@ -193,25 +216,7 @@ class RunSize:
     logprob_chunk: int | None = _CHUNK  # token_logprobs' chunk_size: positions per chunk (None: full logits)
 
     def __post_init__(self):
-        for name in ('group_size', 'prompts_per_step', 'max_prompt_len', 'max_new_tokens', 'grad_accum_steps'):
-            _check_int(name, getattr(self, name))
-        for name in ('logprob_chunk', 'micro_batch_tokens', 'rollout_batch_tokens'):
-            if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name))
-        if self.micro_batch_tokens is not None and self.grad_accum_steps > 1:
-            raise ValueError(
-                "micro_batch_tokens cannot be combined with grad_accum_steps > 1 (both split the step): give one"
-            )
-        if not isinstance(self.gradient_checkpointing, bool):
-            raise ValueError(f"gradient_checkpointing must be True or False, got {self.gradient_checkpointing!r}")
-        for name, allowed in (('optimizer', OPTIMIZERS), ('reference', REFERENCES)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        N = self.prompts_per_step * self.group_size
-        if N % self.grad_accum_steps:
-            raise ValueError(
-                f"grad_accum_steps must divide prompts_per_step * group_size = {N}, got {self.grad_accum_steps}"
-            )
+        _check_run_sizes(self)
 
     @classmethod
     def from_config(cls, config, **kw) -> 'RunSize':
@@ -273,7 +278,7 @@ TERMS = {  # name: (what it is, the phases it is resident in, whether it is an e
 }
 GPU_GIB = 141e9 / GiB  # an H200's "141 GB" as 141e9 bytes: 131.3 GiB
 
-
+# %% ../nbs/14_scale.ipynb #sz15
 def batch_tokens(
     run: RunSize,
 ) -> tuple[int, int]:  # (sampling sub-batch, update micro-batch), in padded tokens
@@ -287,7 +292,7 @@ def batch_tokens(
         update = min(N * width, max(run.micro_batch_tokens, width))
     return sampled, update
 
-
+# %% ../nbs/14_scale.ipynb #sz17
 def memory_terms(
     config,  # the model's Qwen2Config
     n_params: int,  # n
@@ -322,7 +327,7 @@ def _check_plan(name: str, context: int | None, run: RunSize, gpu_gib: float):
             f"exceeds the {context}-token context of {name}"
         )
 
-
+# %% ../nbs/14_scale.ipynb #sz21
 def _plan(name: str, config, n: int, run: RunSize, gpu_gib: float) -> dict:
     "The plan of a model's config and parameter count (see plan_memory)."
     _check_plan(name, getattr(config, 'max_position_embeddings', None), run, gpu_gib)
@@ -342,7 +347,7 @@ def _plan(name: str, config, n: int, run: RunSize, gpu_gib: float) -> dict:
         estimated=[k for k in terms if TERMS[k][2]],
     )
 
-
+# %% ../nbs/14_scale.ipynb #sz24
 def plan_memory(
     shape: str,  # a name in SHAPES
     run: RunSize | None = None,  # the run's sizes (None: RFTConfig's defaults)
@@ -368,24 +373,27 @@ def _micro_text(r: dict, N: int) -> str:
         text += f", sampling in sub-batches of at most {r['rollout_batch_tokens']} tokens"
     return text
 
-
-def format_plan(
-    plan: dict,  # from plan_memory
-) -> str:
-    "The plan as a table: the run, each term with the phases it is resident in, the phase totals and the verdict."
+# %% ../nbs/14_scale.ipynb #sz28
+def _plan_header(plan: dict) -> list[str]:
+    "The plan's first two lines: the model and the run's sizes, then the optimiser, reference, checkpointing and head."
     r = plan['run']
     N = r['prompts_per_step'] * r['group_size']
     chunk = (
         'full logits' if r['logprob_chunk'] is None else f"log-prob head in chunks of {r['logprob_chunk']} positions"
     )
-    lines = [
+    return [
         f"{plan['shape']}: {plan['params'] / 1e9:.3f}B parameters; G={r['group_size']} x B={r['prompts_per_step']} = "
         f"{N} completions of P={r['max_prompt_len']} + T={r['max_new_tokens']} tokens, " + _micro_text(r, N),
         f"{r['optimizer']}, {r['reference']} reference, gradient checkpointing "
         f"{'on' if r['gradient_checkpointing'] else 'off'}, {chunk}",
-        '',
-        f"{'term':<44}{'GiB':>9}  resident during",
     ]
+
+# %% ../nbs/14_scale.ipynb #sz26
+def format_plan(
+    plan: dict,  # from plan_memory
+) -> str:
+    "The plan as a table: the run, each term with the phases it is resident in, the phase totals and the verdict."
+    lines = _plan_header(plan) + ['', f"{'term':<44}{'GiB':>9}  resident during"]
     for k, gib in plan['terms_gib'].items():
         label = TERMS[k][0] + (' ~' if k in plan['estimated'] else '')
         lines.append(f"{label:<44}{gib:>9.2f}  {_phases_of(k)}")
@@ -410,13 +418,8 @@ PAPER_ALGOS = {  # --algo under a preset: each algorithm with a token-mean loss 
 _PRESET_OTHER = ('beta', 'alpha', 'reward')  # preset options that are not RFTConfig fields
 
 
-def train_preset(
-    preset: str,  # a name in TRAIN_PRESETS
-    algo: str = 'grpo',  # a name in PAPER_ALGOS
-    reg: str = 'srkl',  # 'none', 'rkl' or 'srkl' (CARE)
-    **changes,  # options to change: RFTConfig fields, beta, alpha or reward
-) -> tuple[RFTConfig, list]:  # the configuration and the reward functions
-    "The RFTConfig and the reward functions of a preset's run with `algo` and `reg`; `changes` override the preset."
+def _preset_options(preset: str, algo: str, changes: dict) -> dict:
+    "The preset's options with `changes` applied, after checking the preset, the algorithm and the option names."
     if preset not in TRAIN_PRESETS:
         raise ValueError(f"preset must be one of {', '.join(TRAIN_PRESETS)}, got {preset!r}")
     if algo not in PAPER_ALGOS:
@@ -427,6 +430,17 @@ def train_preset(
     opts = TRAIN_PRESETS[preset] | changes
     if 'reward' in changes and 'reward_weights' not in changes:
         opts['reward_weights'] = None  # the preset's weights belong to its own rewards
+    return opts
+
+# %% ../nbs/14_scale.ipynb #tp03
+def train_preset(
+    preset: str,  # a name in TRAIN_PRESETS
+    algo: str = 'grpo',  # a name in PAPER_ALGOS
+    reg: str = 'srkl',  # 'none', 'rkl' or 'srkl' (CARE)
+    **changes,  # options to change: RFTConfig fields, beta, alpha or reward
+) -> tuple[RFTConfig, list]:  # the configuration and the reward functions
+    "The RFTConfig and the reward functions of a preset's run with `algo` and `reg`; `changes` override the preset."
+    opts = _preset_options(preset, algo, changes)
     fields = {k: v for k, v in opts.items() if k not in _PRESET_OTHER}
     config = RFTConfig(algo=PAPER_ALGOS[algo](), reg=make_reg(reg, opts['beta'], opts['alpha']), **fields)
     return config, load_rewards(opts['reward'])

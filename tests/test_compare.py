@@ -41,6 +41,9 @@ def test_report(run):
     d, _, res = run
     rep = (d / 'out' / 'report.md').read_text()
     assert markdown_summary(res) in rep and '| base model | 2 |' in rep
+    from carerft.compare import uncertainty_words
+    words = uncertainty_words(res)
+    assert words and all(w in rep for w in words) and 'minus no KL' in words[0]   # uncertainty said in words
     for f in ('accuracy_vs_ece.png', 'accuracy_vs_hallucination.png', 'curves.png'):
         assert (d / 'out' / f).stat().st_size > 5000 and f in rep
 
