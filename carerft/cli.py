@@ -407,6 +407,12 @@ def _add_compare(sub) -> argparse.ArgumentParser:
         default=(),
         help='also run no-KL arms with these entropy bonuses > 0, e.g. 0.01',
     )
+    c.add_argument(
+        '--matched',
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help='also CARE at matched local strength, beta/(1-alpha)^2 (default on; --no-matched: the paper beta only)',
+    )
     c.add_argument('--grid', action='store_true', help='shorthand for --algos grpo,dapo,gspo --seeds 0,1,2 (on base 0)')
     c.add_argument(
         '--steps',
@@ -468,7 +474,9 @@ def _compare_resume_command(args) -> str:
         value = getattr(args, a.dest, a.default)
         if a.dest in ('help', 'overwrite') or value == a.default:
             continue
-        if a.nargs == 0:
+        if isinstance(a, argparse.BooleanOptionalAction):  # --matched / --no-matched
+            argv.append(a.option_strings[0] if value else a.option_strings[1])
+        elif a.nargs == 0:
             argv.append(a.option_strings[0])
         elif isinstance(value, tuple):
             argv += [a.option_strings[0], ','.join(map(str, value))]

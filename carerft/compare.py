@@ -68,13 +68,17 @@ def check_grid(
             raise ValueError(f"{k} {rule}, got {bad[0]!r}")
 
 # %% ../nbs/11_compare.ipynb #regpar1
-def _reg_params(reg: str, betas, alphas) -> list[tuple]:
-    "The (beta, alpha) pairs of one regulariser: one for none, one per beta for rkl, one per (beta, alpha) for srkl."
+def _reg_params(reg: str, betas, alphas, matched: bool = False) -> list[tuple]:
+    """The (beta, alpha) pairs of one regulariser: one for none, one per beta for rkl, one per (beta, alpha) for srkl,
+    and with `matched` also srkl at beta / (1 - alpha)^2, RKL's local strength at beta."""
     if reg == 'none':
         return [(0.0, 0.0)]
     if reg == 'rkl':
         return [(b, 0.0) for b in betas]
-    return [(b, a) for b in betas for a in alphas]
+    pairs = [(b, a) for b in betas for a in alphas]
+    if matched:
+        pairs += [(round(b / (1 - a) ** 2, 12), a) for b in betas for a in alphas]
+    return list(dict.fromkeys(pairs))  # alpha = 0: the matched beta is beta itself, listed once
 
 # %% ../nbs/11_compare.ipynb #69c9107e
 def plan_arms(
@@ -85,6 +89,7 @@ def plan_arms(
     betas=(0.04,),  # penalty weights (rkl and srkl)
     alphas=(0.8,),  # CARE skews (srkl)
     entropy_coefs=(),  # extra no-KL arms with an entropy bonus of these weights
+    matched: bool = False,  # also CARE at matched local strength, beta / (1 - alpha)^2 for each beta and alpha
 ) -> list[dict]:
     "Every (algo, reg, beta, alpha, entropy_coef, seed) arm of the grid, validated by building its objects once."
     check_grid(
@@ -103,7 +108,7 @@ def plan_arms(
         make_algo(algo)
         runs = dict(base_seed=base_seed, seed=seed)
         for reg in regs:
-            for beta, alpha in _reg_params(reg, betas, alphas):
+            for beta, alpha in _reg_params(reg, betas, alphas, matched):
                 make_reg(reg, beta, alpha if reg == 'srkl' else 0.8)
                 arms.append(dict(algo=algo, reg=reg, beta=beta, alpha=alpha, entropy_coef=0.0, **runs))
         for ec in entropy_coefs:
@@ -777,6 +782,7 @@ def run_compare(
     betas=(0.04,),  # penalty weights (rkl and srkl)
     alphas=(0.8,),  # CARE skews (srkl)
     entropy_coefs=(),  # extra no-KL arms with an entropy bonus of these weights
+    matched: bool = True,  # also CARE at matched local strength beta / (1 - alpha)^2 (the paper's beta is 25x weaker)
     steps: int | None = None,  # RL steps per arm (None: RL_DEFAULTS)
     lr: float | None = None,  # RL learning rate (None: RL_DEFAULTS)
     base_steps: int | None = None,  # base-model training steps (None: the world's)
@@ -790,7 +796,7 @@ def run_compare(
 ) -> list[dict]:  # the entries of results.json
     "Check every argument, plan the grid, and run (or resume) the comparison in `out`."
     _check_counts(steps, lr, base_steps, n_questions, n_samples, threads, workers)
-    arms = plan_arms(algos, regs, seeds, base_seeds, betas, alphas, entropy_coefs)
+    arms = plan_arms(algos, regs, seeds, base_seeds, betas, alphas, entropy_coefs, matched)
     world = tw.ToyWorldConfig(**({} if base_steps is None else dict(base_steps=base_steps)))
     rl = {k: v for k, v in dict(steps=steps, lr=lr).items() if v is not None}
     eval_kw = {k: v for k, v in dict(n_questions=n_questions, n_samples=n_samples).items() if v is not None}

@@ -71,7 +71,8 @@ def test_cli(tmp_path, capsys):
     finally: cmp.RL_DEFAULTS.clear(); cmp.RL_DEFAULTS.update(cmp.RL_DEFAULTS_BACKUP)
     out = capsys.readouterr().out
     assert 'results.json' in out and '| grpo no KL |' in out
-    assert [a['reg'] for a in json.loads((tmp_path / 'o' / 'results.json').read_text())['arms']] == ['base', 'none', 'srkl']
+    arms = json.loads((tmp_path / 'o' / 'results.json').read_text())['arms']
+    assert [(a['reg'], a['beta']) for a in arms] == [('base', 0.0), ('none', 0.0), ('srkl', 0.04), ('srkl', 1.0)]  # matched
     assert main(['compare', '--regs', 'kl', '--out', str(tmp_path / 'x')]) == 2
 
 
@@ -238,7 +239,7 @@ def test_ctrl_c_prints_one_line_with_the_resume_command_and_resumes_exactly(tmp_
     driver = tmp_path / 'driver.py'
     driver.write_text(DRIVER.format(world=WORLD, rl=dict(prompts_per_step=4, group_size=4, save_every=10)))
     env = dict(os.environ, HF_HUB_OFFLINE='1', TOKENIZERS_PARALLELISM='false')
-    flags = ['--regs', 'srkl', '--steps', '60', '--n-questions', '8', '--n-samples', '2', '--cache-dir', str(tmp_path / 'c'), '--no-progress']
+    flags = ['--regs', 'srkl', '--steps', '60', '--n-questions', '8', '--n-samples', '2', '--cache-dir', str(tmp_path / 'c'), '--no-progress', '--no-matched']
     run = lambda out, extra=(): subprocess.run([sys.executable, str(driver), '--out', str(out)] + flags + list(extra), env=env,
                                                capture_output=True, text=True, timeout=300)
     full = run(tmp_path / 'full')                                    # uninterrupted; also caches the base model
