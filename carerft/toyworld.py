@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['IDK', 'VOCAB', 'OPERATIONS', 'KINDS', 'BASE_VERSION', 'ToyWorldConfig', 'chain_value', 'unknowable', 'question_split',
-           'make_questions', 'is_abstain', 'reward', 'world_tokenizer', 'world_model', 'noisy_target',
-           'encode_examples', 'lm_loss', 'fit_base', 'torch_threads', 'weights_sha256', 'config_hash', 'base_path',
-           'load_base', 'train_base', 'evaluate_world']
+           'make_questions', 'is_abstain', 'reward', 'world_tokenizer', 'world_model', 'shortcut_answer',
+           'noisy_target', 'encode_examples', 'lm_loss', 'fit_base', 'torch_threads', 'weights_sha256', 'config_hash',
+           'base_path', 'load_base', 'train_base', 'evaluate_world']
 
 # %% ../nbs/10_toyworld.ipynb #a475fa30
 import hashlib
@@ -40,6 +40,7 @@ def _check_ints(c):
         digits=(2, 10),
         min_steps=(1, 8),
         max_steps=(1, 8),
+        shortcut_min_steps=(1, 8),
         base_examples=(1, None),
         base_steps=(1, None),
         batch_size=(1, None),
@@ -56,12 +57,15 @@ def _check_ints(c):
 # %% ../nbs/10_toyworld.ipynb #tw24
 def _check_fracs(c):
     "Raise ValueError naming the first share of `c` outside [0, 1] (eval_frac: strictly inside)."
-    for name in ('unanswerable_frac', 'hedge_frac', 'noise_frac', 'guess_frac', 'eval_frac'):
+    for name in ('unanswerable_frac', 'hedge_frac', 'noise_frac', 'guess_frac', 'shortcut_frac', 'eval_frac'):
         v = getattr(c, name)
         if not isinstance(v, (int, float)) or not 0 <= v <= 1:
             raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
-    if c.hedge_frac + c.noise_frac > 1:
-        raise ValueError(f"hedge_frac + noise_frac must be <= 1, got {c.hedge_frac} + {c.noise_frac}")
+    if c.hedge_frac + c.noise_frac + c.shortcut_frac > 1:
+        raise ValueError(
+            "hedge_frac + noise_frac + shortcut_frac must be <= 1, "
+            f"got {c.hedge_frac} + {c.noise_frac} + {c.shortcut_frac}"
+        )
     if not 0 < c.eval_frac < 1:
         raise ValueError(f"eval_frac must be strictly between 0 and 1, got {c.eval_frac!r}")
 
@@ -87,11 +91,13 @@ class ToyWorldConfig:
     digits: int = 10  # operands are 0 .. digits-1 and arithmetic is modulo `digits` (2 .. 10)
     operations: str = '+<>'  # operations drawn uniformly, a non-empty subset of '+-*<>'
     min_steps: int = 1  # fewest operations in a question
-    max_steps: int = 3  # most operations in a question
+    max_steps: int = 4  # most operations in a question
     unanswerable_frac: float = 0.3  # share of unanswerable questions in 'mixed' sets and in base training
-    hedge_frac: float = 0.15  # base training: share of answerable questions labelled `idk`
-    noise_frac: float = 0.1  # base training: share of answerable questions labelled with a random digit
-    guess_frac: float = 0.1  # base training: share of unanswerable questions labelled with a random digit
+    hedge_frac: float = 0.08  # base training: share of answerable questions labelled `idk`
+    noise_frac: float = 0.0  # base training: share of answerable questions labelled with a random digit
+    guess_frac: float = 0.25  # base training: share of unanswerable questions labelled with a random digit
+    shortcut_frac: float = 0.45  # base training: share of long answerable chains labelled with `shortcut_answer`
+    shortcut_min_steps: int = 3  # base training: chains with at least this many operations can get the shortcut
     eval_frac: float = 0.2  # share of all questions held out for evaluation (split by a hash of the prompt)
     base_examples: int = 100_000  # supervised examples drawn for the base model
     base_steps: int = 1000  # optimizer steps of base training
@@ -222,12 +228,27 @@ def world_model(config: ToyWorldConfig, tokenizer, seed: int = 0) -> Qwen2ForCau
     )
 
 # %% ../nbs/10_toyworld.ipynb #d5d5988d
+def shortcut_answer(prompt: str, config: ToyWorldConfig) -> str:
+    "The base data's systematic wrong answer: the chain of `prompt` evaluated without its last operation."
+    body = prompt.rstrip('=')
+    operands, ops = [int(c) for c in body[0::2]], body[1::2]
+    return str(chain_value(operands[:-1], ops[:-1], config.digits))
+
+
 def noisy_target(q: dict, rng: random.Random, config: ToyWorldConfig) -> str:
-    "A training target for question `q`, drawn from the base data mix (hedges, random digits, guesses)."
+    "A training target for question `q`, drawn from the base data mix (hedges, random digits, shortcuts, guesses)."
     u, digit = rng.random(), str(rng.randrange(config.digits))
     if not q['answerable']:
         return digit if u < config.guess_frac else IDK
-    return IDK if u < config.hedge_frac else digit if u < config.hedge_frac + config.noise_frac else q['answer']
+    h, n, s = config.hedge_frac, config.noise_frac, config.shortcut_frac
+    k = (len(q['prompt']) - 2) // 2  # operations in the chain: 'd(od)*=' has 2k + 2 characters
+    if u < h:
+        return IDK
+    if u < h + n:
+        return digit
+    if u < h + n + s and k >= config.shortcut_min_steps:
+        return shortcut_answer(q['prompt'], config)
+    return q['answer']
 
 # %% ../nbs/10_toyworld.ipynb #e5e372ca
 def encode_examples(tokenizer, prompts: list, targets: list) -> tuple:
