@@ -26,7 +26,7 @@ import carerft
 
 from .algos import ALGOS, make_algo
 from .benchmark import benchmark
-from .compare import EVAL_DEFAULTS, RL_DEFAULTS, markdown_summary, read_results, run_compare
+from .compare import EVAL_DEFAULTS, FRONT_BETAS, RL_DEFAULTS, markdown_summary, read_results, run_compare
 from .divergences import REGS, make_reg
 from .evaluate import BENCHMARKS, DATA_ENV, EVAL_PRESETS, PROMPTS, RUN_EVAL_DEFAULTS, markdown_table, run_eval
 from .loading import load_math, load_model, load_rewards, load_rows, load_tokenizer, math_train_path
@@ -370,14 +370,14 @@ def _csv(typ, what: str):
 
 # %% ../nbs/13_cli.ipynb #cmpcmd2
 def _add_compare(sub) -> argparse.ArgumentParser:
-    "The `compare` subcommand: the arguments of `run_compare`, with its defaults, and `--grid`."
+    "The `compare` subcommand: the arguments of `run_compare`, with its defaults, `--grid` and `--front`."
     c = sub.add_parser('compare', help='no KL vs RKL vs CARE on the toy world: results.json and report.md')
     c.add_argument('--out', default='runs/compare', help='output folder (rerun with the same folder to resume)')
     c.add_argument('--algos', type=_csv(str, 'names'), default=None, help='comma list of grpo,dapo,gspo (default grpo)')
     c.add_argument(
         '--regs',
         type=_csv(str, 'names'),
-        default=('none', 'rkl', 'srkl'),
+        default=None,
         help='comma list of none,rkl,srkl (default all three)',
     )
     c.add_argument(
@@ -395,7 +395,7 @@ def _add_compare(sub) -> argparse.ArgumentParser:
     c.add_argument(
         '--betas',
         type=_csv(float, 'numbers'),
-        default=(0.04,),
+        default=None,
         help='comma list of penalty weights >= 0 (default 0.04)',
     )
     c.add_argument(
@@ -414,6 +414,12 @@ def _add_compare(sub) -> argparse.ArgumentParser:
         help='also CARE at matched local strength, beta/(1-alpha)^2 (default on; --no-matched: the paper beta only)',
     )
     c.add_argument('--grid', action='store_true', help='shorthand for --algos grpo,dapo,gspo --seeds 0,1,2 (on base 0)')
+    c.add_argument(
+        '--front',
+        action='store_true',
+        help=f"the fronts over beta: shorthand for --regs none,rkl,srkl --betas {','.join(map(str, FRONT_BETAS))} "
+        '(CARE also at matched strength)',
+    )
     c.add_argument(
         '--steps',
         type=int,
@@ -451,13 +457,24 @@ def _add_compare(sub) -> argparse.ArgumentParser:
     return c
 
 # %% ../nbs/13_cli.ipynb #cmpcmd3
-def compare_cmd(args) -> list[dict]:
-    "Run `carerft compare` from parsed arguments: `run_compare`, then the table and where the files are."
+def _compare_kwargs(args) -> dict:
+    "`run_compare`'s keywords from parsed arguments: the flags given, with `--grid` and `--front` spelled out."
     if args.grid and (args.algos is not None or args.seeds is not None):
         raise ValueError("--grid sets --algos grpo,dapo,gspo and --seeds 0,1,2: give either --grid or those flags")
-    kw = {k: v for k, v in vars(args).items() if v is not None and k not in ('command', 'grid', 'no_progress')}
+    if args.front and (args.regs is not None or args.betas is not None or args.matched is False):
+        raise ValueError("--front sets --regs, --betas and --matched: give either --front or those flags")
+    skip = ('command', 'grid', 'front', 'no_progress')
+    kw = {k: v for k, v in vars(args).items() if v is not None and k not in skip}
     if args.grid:
         kw |= dict(algos=('grpo', 'dapo', 'gspo'), seeds=(0, 1, 2))
+    if args.front:
+        kw |= dict(regs=('none', 'rkl', 'srkl'), betas=FRONT_BETAS, matched=True)
+    return kw
+
+
+def compare_cmd(args) -> list[dict]:
+    "Run `carerft compare` from parsed arguments: `run_compare`, then the table and where the files are."
+    kw = _compare_kwargs(args)
     try:
         res = run_compare(**kw, progress=not args.no_progress)
     except ValueError as err:
