@@ -5,7 +5,8 @@ import random
 import pytest
 import torch
 from carerft.toyworld import (IDK, ToyWorldConfig, base_path, encode_examples, evaluate_world, fit_base, lm_loss,
-                              make_questions, noisy_target, question_split, reward, train_base, world_model, world_tokenizer)
+                              make_questions, noisy_target, question_split, reward, shortcut_answer, train_base, world_model,
+                              world_tokenizer)
 from carerft.rollout import sample, token_logprobs
 from carerft.calibration import ece
 
@@ -101,11 +102,46 @@ def test_noisy_target_mix():
     assert set(t) <= {IDK} | {str(d) for d in range(10)}
 
 
+@pytest.mark.parametrize('cfg', CONFIGS[:2])
+def test_shortcut_answer_is_the_chain_without_its_last_operation(cfg):
+    "Against the independent evaluator on the prompt cut before its last operation, on every chain length."
+    for q in make_questions(300, 1, 'answerable', cfg):
+        cut = q['prompt'].rstrip('=')[:-2] + '='
+        assert shortcut_answer(q['prompt'], cfg) == str(reference_answer(cut, cfg.digits)), q['prompt']
+
+
+def test_noisy_target_shortcut_only_on_long_chains():
+    cfg, n = ToyWorldConfig(hedge_frac=0.1, noise_frac=0.0, shortcut_frac=0.5, shortcut_min_steps=3), 20_000
+    for prompt, answer, shortcut, steps in (('7+5+4=', '6', '2', 2), ('7+5+4+1=', '7', '6', 3), ('1+1+1+1+1=', '5', '4', 4)):
+        rng = random.Random(steps)
+        t = [noisy_target(dict(prompt=prompt, answer=answer, answerable=True), rng, cfg) for _ in range(n)]
+        assert shortcut_answer(prompt, cfg) == shortcut
+        p_short = 0.5 if steps >= 3 else 0.0
+        for value, p in ((shortcut, p_short), (answer, 0.9 - p_short), (IDK, 0.1)):
+            assert abs(t.count(value) / n - p) <= 4 * math.sqrt(max(p * (1 - p), 1e-4) / n), (prompt, value)
+
+
+def test_noisy_target_without_shortcut_is_the_first_edition_mix():
+    "shortcut_frac=0 draws exactly the targets of the first edition's formula from the same random stream."
+    cfg = ToyWorldConfig(hedge_frac=0.15, noise_frac=0.1, guess_frac=0.1, shortcut_frac=0.0)
+    qs = make_questions(500, 2, 'mixed', cfg)
+    new, old = random.Random(7), random.Random(7)
+    for q in qs:
+        u, digit = old.random(), str(old.randrange(cfg.digits))
+        if not q['answerable']:
+            want = digit if u < cfg.guess_frac else IDK
+        else:
+            want = IDK if u < cfg.hedge_frac else digit if u < cfg.hedge_frac + cfg.noise_frac else q['answer']
+        assert noisy_target(q, new, cfg) == want
+
+
 @pytest.mark.parametrize('kw, name', [
     (dict(digits=1), 'digits'), (dict(digits=11), 'digits'), (dict(digits=3.0), 'digits'),
     (dict(operations=''), 'operations'), (dict(operations='+/'), 'operations'), (dict(min_steps=0), 'min_steps'),
     (dict(min_steps=3, max_steps=2), 'max_steps'), (dict(unanswerable_frac=1.5), 'unanswerable_frac'),
     (dict(hedge_frac=-0.1), 'hedge_frac'), (dict(hedge_frac=0.6, noise_frac=0.6), 'hedge_frac'),
+    (dict(shortcut_frac=1.5), 'shortcut_frac'), (dict(hedge_frac=0.5, shortcut_frac=0.6), 'shortcut_frac'),
+    (dict(shortcut_min_steps=0), 'shortcut_min_steps'),
     (dict(eval_frac=0.0), 'eval_frac'), (dict(eval_frac=1.0), 'eval_frac'), (dict(lr=0.0), 'lr'),
     (dict(lr=float('nan')), 'lr'), (dict(hidden=True), 'hidden'), (dict(base_steps=0), 'base_steps')])
 def test_bad_config(kw, name):
