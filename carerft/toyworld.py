@@ -14,6 +14,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 import zlib
 from contextlib import contextmanager
@@ -353,13 +354,15 @@ def load_base(path) -> tuple:
 
 
 def _save_base(model, tokenizer, info: dict, path: Path):
-    "Save model, tokenizer and `info` to a temporary folder, then rename it to `path` (unless another process won)."
+    "Save model, tokenizer and `info` to a temporary folder, then rename it to `path` (if no process was first)."
     tmp = path.with_name(path.name + f'.tmp{os.getpid()}')
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / 'train_info.json').write_text(json.dumps(info))
-    if not path.exists():
+    try:
         os.replace(tmp, path)
+    except OSError:  # another process saved this base first: keep its copy, drop ours
+        shutil.rmtree(tmp)
 
 # %% ../nbs/10_toyworld.ipynb #tw35
 def _train_fresh(config: ToyWorldConfig, seed: int, progress: bool) -> tuple:
