@@ -390,7 +390,7 @@ def _add_compare(sub) -> argparse.ArgumentParser:
         '--base-seeds',
         type=_csv(int, 'ints'),
         default=None,
-        help='comma list of base-model seeds >= 0: the bases the arms start from, e.g. 0,1 (default 0)',
+        help='comma list of base-model seeds >= 0: the bases the arms start from (default 0,1)',
     )
     c.add_argument(
         '--betas',
@@ -413,7 +413,7 @@ def _add_compare(sub) -> argparse.ArgumentParser:
         default=None,
         help='also CARE at matched local strength, beta/(1-alpha)^2 (default on; --no-matched: the paper beta only)',
     )
-    c.add_argument('--grid', action='store_true', help='shorthand for --algos grpo,dapo,gspo --seeds 0,1,2 (on base 0)')
+    c.add_argument('--grid', action='store_true', help='shorthand for --algos grpo,dapo,gspo --seeds 0,1,2 on base 0')
     c.add_argument(
         '--front',
         action='store_true',
@@ -459,14 +459,16 @@ def _add_compare(sub) -> argparse.ArgumentParser:
 # %% ../nbs/13_cli.ipynb #cmpcmd3
 def _compare_kwargs(args) -> dict:
     "`run_compare`'s keywords from parsed arguments: the flags given, with `--grid` and `--front` spelled out."
-    if args.grid and (args.algos is not None or args.seeds is not None):
-        raise ValueError("--grid sets --algos grpo,dapo,gspo and --seeds 0,1,2: give either --grid or those flags")
+    if args.grid and (args.algos is not None or args.seeds is not None or args.base_seeds is not None):
+        raise ValueError(
+            "--grid sets --algos grpo,dapo,gspo --seeds 0,1,2 --base-seeds 0: give either --grid or those flags"
+        )
     if args.front and (args.regs is not None or args.betas is not None or args.matched is False):
         raise ValueError("--front sets --regs, --betas and --matched: give either --front or those flags")
     skip = ('command', 'grid', 'front', 'no_progress')
     kw = {k: v for k, v in vars(args).items() if v is not None and k not in skip}
     if args.grid:
-        kw |= dict(algos=('grpo', 'dapo', 'gspo'), seeds=(0, 1, 2))
+        kw |= dict(algos=('grpo', 'dapo', 'gspo'), seeds=(0, 1, 2), base_seeds=(0,))
     if args.front:
         kw |= dict(regs=('none', 'rkl', 'srkl'), betas=FRONT_BETAS, matched=True)
     return kw

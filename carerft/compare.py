@@ -856,7 +856,7 @@ def run_compare(
     algos=('grpo',),  # any of grpo, dapo, gspo
     regs=('none', 'rkl', 'srkl'),  # any of none, rkl, srkl
     seeds=(0,),  # RL seeds: one run of every arm per RL seed and base seed
-    base_seeds=(0,),  # base models the arms start from (every RL seed runs on each)
+    base_seeds=(0, 1),  # base models the arms start from (every RL seed runs on each); two: one pair per base
     betas=(0.04,),  # penalty weights (rkl and srkl)
     alphas=(0.8,),  # CARE skews (srkl)
     entropy_coefs=(),  # extra no-KL arms with an entropy bonus of these weights

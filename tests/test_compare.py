@@ -62,7 +62,7 @@ def test_resume_skips_finished_arms(run):
     assert json.dumps(res2[:len(res)]) == json.dumps(res)
 
 def test_cli(tmp_path, capsys):
-    argv = ['compare', '--out', str(tmp_path / 'o'), '--regs', 'none,srkl', '--steps', '2', '--base-steps', '10',
+    argv = ['compare', '--out', str(tmp_path / 'o'), '--regs', 'none,srkl', '--steps', '2', '--base-steps', '10', '--base-seeds', '0',
             '--n-questions', '8', '--n-samples', '2', '--cache-dir', str(tmp_path / 'c'), '--no-progress']
     import carerft.compare as cmp
     cmp.RL_DEFAULTS_BACKUP = dict(cmp.RL_DEFAULTS)
@@ -74,6 +74,18 @@ def test_cli(tmp_path, capsys):
     arms = json.loads((tmp_path / 'o' / 'results.json').read_text())['arms']
     assert [(a['reg'], a['beta']) for a in arms] == [('base', 0.0), ('none', 0.0), ('srkl', 0.04), ('srkl', 1.0)]  # matched
     assert main(['compare', '--regs', 'kl', '--out', str(tmp_path / 'x')]) == 2
+
+
+def test_default_main_job_plan(tmp_path, monkeypatch):
+    "carerft compare with no flags: GRPO, no KL + RKL + CARE at the paper's beta and at matched strength, bases 0 and 1."
+    import carerft.compare as cmp
+    seen = {}
+    monkeypatch.setattr(cmp, 'compare', lambda out, arms, *a, **k: seen.setdefault('arms', arms) and [])
+    monkeypatch.setattr('carerft.cli.markdown_summary', lambda res: '')
+    assert main(['compare', '--out', str(tmp_path / 'o'), '--no-progress']) == 0
+    plan = {(a['algo'], a['reg'], a['beta'], a['alpha'], a['base_seed'], a['seed']) for a in seen['arms']}
+    assert plan == {('grpo', r, b, al, base, 0) for base in (0, 1) for r, b, al in
+                    (('none', 0.0, 0.0), ('rkl', 0.04, 0.0), ('srkl', 0.04, 0.8), ('srkl', 1.0, 0.8))}
 
 
 def test_t_quantile_matches_scipy():
