@@ -6,7 +6,7 @@
 __all__ = ['RL_DEFAULTS', 'EVAL_DEFAULTS', 'ENTRY_METRICS', 'METRICS', 'WORDS', 'FRONT_BETAS', 'check_grid', 'plan_arms',
            'arm_name', 'trainer_flags', 'run_arm', 'run_base', 'settings', 'settings_diff', 'read_results', 'compare',
            't975', 'mean_ci', 'group_arms', 'markdown_summary', 'paired_differences', 'uncertainty_words',
-           'front_points', 'plot_report', 'write_compare_report', 'run_compare']
+           'front_points', 'fronts_figure', 'plot_report', 'write_compare_report', 'run_compare']
 
 # %% ../nbs/11_compare.ipynb #0f9266c3
 import copy
@@ -757,7 +757,13 @@ def _point(ax, g: list, metric: str, color, marker: str, label: str):
     ax.errorbar([x], [y], xerr=[_bar(hx)], yerr=[_bar(hy)], fmt=marker, color=color, capsize=3, label=label)
 
 
-def _fronts_figure(arms: list[dict], path: Path) -> Path:
+def _save_figure(fig, path: Path, dpi: int = 100) -> Path:
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
+    return path
+
+
+def fronts_figure(arms: list[dict]):  # -> a matplotlib Figure
     "Per algorithm, accuracy against hallucination and against ECE: base, no KL and each anchor's front over beta."
     plt, groups = _pyplot(), group_arms(arms)
     algos = sorted({a['algo'] for a in arms if a['reg'] in ('rkl', 'srkl')})
@@ -791,9 +797,7 @@ def _fronts_figure(arms: list[dict], path: Path) -> Path:
             ax.set_title(f'{algo}: accuracy against {"hallucination" if metric != "ece" else "ECE"}', fontsize=10)
         row[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
 
 # %% ../nbs/11_compare.ipynb #plotcd1
 def plot_report(arms: list[dict], out: Path) -> list[Path]:
@@ -802,7 +806,7 @@ def plot_report(arms: list[dict], out: Path) -> list[Path]:
     paths = [_scatter(groups, 'ece', out / 'accuracy_vs_ece.png')]
     paths.append(_scatter(groups, 'hallucination_rate', out / 'accuracy_vs_hallucination.png'))
     if any(a['reg'] in ('rkl', 'srkl') for a in arms):
-        paths.append(_fronts_figure(arms, out / 'fronts.png'))
+        paths.append(_save_figure(fronts_figure(arms), out / 'fronts.png'))
     curves = _curves(out, arms)
     if curves:
         paths.append(_curves_figure(curves, out / 'curves.png'))
