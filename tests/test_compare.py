@@ -121,7 +121,7 @@ def small_cli(monkeypatch, tmp_path_factory):
     for k, v in dict(SMALL_RL, steps=None).items():
         if v is not None: monkeypatch.setitem(cmp.RL_DEFAULTS, k, v)
     cache = tmp_path_factory.getbasetemp() / 'cli-cache'
-    return ['--steps', '3', '--n-questions', '8', '--n-samples', '2', '--cache-dir', str(cache), '--no-progress']
+    return ['--steps', '3', '--base-seeds', '0', '--n-questions', '8', '--n-samples', '2', '--cache-dir', str(cache), '--no-progress']
 
 
 def test_rerun_with_other_settings_is_refused_naming_each_setting(run):
@@ -251,7 +251,7 @@ def test_ctrl_c_prints_one_line_with_the_resume_command_and_resumes_exactly(tmp_
     driver = tmp_path / 'driver.py'
     driver.write_text(DRIVER.format(world=WORLD, rl=dict(prompts_per_step=4, group_size=4, save_every=10)))
     env = dict(os.environ, HF_HUB_OFFLINE='1', TOKENIZERS_PARALLELISM='false')
-    flags = ['--regs', 'srkl', '--steps', '60', '--n-questions', '8', '--n-samples', '2', '--cache-dir', str(tmp_path / 'c'), '--no-progress', '--no-matched']
+    flags = ['--regs', 'srkl', '--base-seeds', '0', '--steps', '60', '--n-questions', '8', '--n-samples', '2', '--cache-dir', str(tmp_path / 'c'), '--no-progress', '--no-matched']
     run = lambda out, extra=(): subprocess.run([sys.executable, str(driver), '--out', str(out)] + flags + list(extra), env=env,
                                                capture_output=True, text=True, timeout=300)
     full = run(tmp_path / 'full')                                    # uninterrupted; also caches the base model
@@ -397,7 +397,7 @@ def test_ctrl_c_with_two_workers_keeps_checkpoints_and_resumes_exactly(tmp_path)
     driver = tmp_path / 'driver.py'
     driver.write_text(PAR_DRIVER.format(world=WORLD, rl=dict(prompts_per_step=4, group_size=4, save_every=10)))
     env = dict(os.environ, HF_HUB_OFFLINE='1', TOKENIZERS_PARALLELISM='false')
-    flags = ['--regs', 'none,srkl', '--steps', '150', '--n-questions', '8', '--n-samples', '2', '--no-progress']
+    flags = ['--regs', 'none,srkl', '--base-seeds', '0', '--steps', '150', '--n-questions', '8', '--n-samples', '2', '--no-progress']
     def run(workers, out, extra=()):
         return subprocess.run([sys.executable, str(driver), str(workers), '--out', str(out), '--cache-dir',
                                str(tmp_path / f'c{workers}')] + flags + list(extra), env=env, capture_output=True,
