@@ -399,6 +399,12 @@ def _add_compare(sub) -> argparse.ArgumentParser:
         help='comma list of penalty weights >= 0 (default 0.04)',
     )
     c.add_argument(
+        '--care-betas',
+        type=_csv(float, 'numbers'),
+        default=None,
+        help="CARE's own penalty weights, when they differ from RKL's (default: --betas)",
+    )
+    c.add_argument(
         '--alphas', type=_csv(float, 'numbers'), default=(0.8,), help='comma list of CARE skews in [0, 1) (default 0.8)'
     )
     c.add_argument(
@@ -418,7 +424,7 @@ def _add_compare(sub) -> argparse.ArgumentParser:
         '--front',
         action='store_true',
         help=f"the fronts over beta: shorthand for --regs none,rkl,srkl --betas {','.join(map(str, FRONT_BETAS))} "
-        '(CARE also at matched strength)',
+        '--care-betas 0.04 --matched (CARE at the paper beta and at the matched strengths)',
     )
     c.add_argument(
         '--steps',
@@ -463,14 +469,14 @@ def _compare_kwargs(args) -> dict:
         raise ValueError(
             "--grid sets --algos grpo,dapo,gspo --seeds 0,1,2 --base-seeds 0: give either --grid or those flags"
         )
-    if args.front and (args.regs is not None or args.betas is not None or args.matched is False):
-        raise ValueError("--front sets --regs, --betas and --matched: give either --front or those flags")
+    if args.front and any(v is not None for v in (args.regs, args.betas, args.care_betas, args.matched)):
+        raise ValueError("--front sets --regs, --betas, --care-betas and --matched: give either --front or those flags")
     skip = ('command', 'grid', 'front', 'no_progress')
     kw = {k: v for k, v in vars(args).items() if v is not None and k not in skip}
     if args.grid:
         kw |= dict(algos=('grpo', 'dapo', 'gspo'), seeds=(0, 1, 2), base_seeds=(0,))
     if args.front:
-        kw |= dict(regs=('none', 'rkl', 'srkl'), betas=FRONT_BETAS, matched=True)
+        kw |= dict(regs=('none', 'rkl', 'srkl'), betas=FRONT_BETAS, care_betas=(0.04,), matched=True)
     return kw
 
 

@@ -45,6 +45,7 @@ _RULES = dict(
     seeds=(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, 'must be ints >= 0'),
     base_seeds=(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, 'must be ints >= 0'),
     betas=(lambda v: _real(v) and math.isfinite(v) and v >= 0, 'must be finite numbers >= 0'),
+    care_betas=(lambda v: _real(v) and math.isfinite(v) and v >= 0, 'must be finite numbers >= 0'),
     alphas=(lambda v: _real(v) and 0 <= v < 1, 'must be numbers in [0, 1)'),
     entropy_coefs=(lambda v: _real(v) and math.isfinite(v) and v > 0, 'must be finite numbers > 0'),
 )
@@ -68,14 +69,15 @@ def check_grid(
             raise ValueError(f"{k} {rule}, got {bad[0]!r}")
 
 # %% ../nbs/11_compare.ipynb #regpar1
-def _reg_params(reg: str, betas, alphas, matched: bool = False) -> list[tuple]:
-    """The (beta, alpha) pairs of one regulariser: one for none, one per beta for rkl, one per (beta, alpha) for srkl,
-    and with `matched` also srkl at beta / (1 - alpha)^2, RKL's local strength at beta."""
+def _reg_params(reg: str, betas, alphas, matched: bool = False, care_betas=None) -> list[tuple]:
+    """The (beta, alpha) pairs of one regulariser: one for none, one per beta for rkl, one per (beta, alpha) for srkl
+    (its betas: `care_betas`, or `betas` when None), and with `matched` also srkl at beta / (1 - alpha)^2 for each of
+    `betas`, RKL's local strength at beta."""
     if reg == 'none':
         return [(0.0, 0.0)]
     if reg == 'rkl':
         return [(b, 0.0) for b in betas]
-    pairs = [(b, a) for b in betas for a in alphas]
+    pairs = [(b, a) for b in (betas if care_betas is None else care_betas) for a in alphas]
     if matched:
         pairs += [(round(b / (1 - a) ** 2, 12), a) for b in betas for a in alphas]
     return list(dict.fromkeys(pairs))  # alpha = 0: the matched beta is beta itself, listed once
@@ -90,6 +92,7 @@ def plan_arms(
     alphas=(0.8,),  # CARE skews (srkl)
     entropy_coefs=(),  # extra no-KL arms with an entropy bonus of these weights
     matched: bool = False,  # also CARE at matched local strength, beta / (1 - alpha)^2 for each beta and alpha
+    care_betas=None,  # CARE's own penalty weights (None: betas)
 ) -> list[dict]:
     "Every (algo, reg, beta, alpha, entropy_coef, seed) arm of the grid, validated by building its objects once."
     check_grid(
@@ -102,13 +105,14 @@ def plan_arms(
             alphas=tuple(alphas),
             entropy_coefs=tuple(entropy_coefs),
         )
+        | ({} if care_betas is None else dict(care_betas=tuple(care_betas)))
     )
     arms = []
     for base_seed, seed, algo in itertools.product(base_seeds, seeds, algos):
         make_algo(algo)
         runs = dict(base_seed=base_seed, seed=seed)
         for reg in regs:
-            for beta, alpha in _reg_params(reg, betas, alphas, matched):
+            for beta, alpha in _reg_params(reg, betas, alphas, matched, care_betas):
                 make_reg(reg, beta, alpha if reg == 'srkl' else 0.8)
                 arms.append(dict(algo=algo, reg=reg, beta=beta, alpha=alpha, entropy_coef=0.0, **runs))
         for ec in entropy_coefs:
@@ -732,7 +736,7 @@ def _curves_figure(curves: dict, path: Path) -> Path:
     return path
 
 # %% ../nbs/11_compare.ipynb #frntcd1
-FRONT_BETAS = (0.01, 0.04, 0.16)  # carerft compare --front: RKL at these, CARE at these and at matched strength
+FRONT_BETAS = (0.01, 0.04, 0.16, 0.64)  # carerft compare --front: RKL at these, CARE at their matched strengths
 
 
 def front_points(
@@ -864,6 +868,7 @@ def run_compare(
     betas=(0.04,),  # penalty weights (rkl and srkl)
     alphas=(0.8,),  # CARE skews (srkl)
     entropy_coefs=(),  # extra no-KL arms with an entropy bonus of these weights
+    care_betas=None,  # CARE's own penalty weights (None: betas)
     matched: bool = True,  # also CARE at matched local strength beta / (1 - alpha)^2 (the paper's beta is 25x weaker)
     steps: int | None = None,  # RL steps per arm (None: RL_DEFAULTS)
     lr: float | None = None,  # RL learning rate (None: RL_DEFAULTS)
@@ -878,7 +883,7 @@ def run_compare(
 ) -> list[dict]:  # the entries of results.json
     "Check every argument, plan the grid, and run (or resume) the comparison in `out`."
     _check_counts(steps, lr, base_steps, n_questions, n_samples, threads, workers)
-    arms = plan_arms(algos, regs, seeds, base_seeds, betas, alphas, entropy_coefs, matched)
+    arms = plan_arms(algos, regs, seeds, base_seeds, betas, alphas, entropy_coefs, matched, care_betas)
     world = tw.ToyWorldConfig(**({} if base_steps is None else dict(base_steps=base_steps)))
     rl = {k: v for k, v in dict(steps=steps, lr=lr).items() if v is not None}
     eval_kw = {k: v for k, v in dict(n_questions=n_questions, n_samples=n_samples).items() if v is not None}
