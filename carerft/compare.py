@@ -6,7 +6,7 @@
 __all__ = ['RL_DEFAULTS', 'EVAL_DEFAULTS', 'ENTRY_METRICS', 'METRICS', 'WORDS', 'FRONT_BETAS', 'check_grid', 'plan_arms',
            'arm_name', 'trainer_flags', 'run_arm', 'run_base', 'settings', 'settings_diff', 'read_results', 'compare',
            't975', 'mean_ci', 'group_arms', 'markdown_summary', 'paired_differences', 'uncertainty_words',
-           'front_points', 'fronts_figure', 'plot_report', 'write_compare_report', 'run_compare']
+           'premise_words', 'front_points', 'fronts_figure', 'plot_report', 'write_compare_report', 'run_compare']
 
 # %% ../nbs/11_compare.ipynb #0f9266c3
 import copy
@@ -626,7 +626,8 @@ def markdown_summary(arms: list[dict]) -> str:
     return '\n'.join(lines)
 
 # %% ../nbs/11_compare.ipynb #unccd01
-WORDS = {'accuracy': 'accuracy', 'hallucination_rate': 'hallucination', 'ece': 'ECE'}  # the differences put in words
+WORDS = {'accuracy': 'accuracy', 'greedy_accuracy': 'greedy accuracy', 'hallucination_rate': 'hallucination'}
+WORDS |= {'ece': 'ECE'}  # the differences put in words
 
 
 def paired_differences(
@@ -647,6 +648,13 @@ def paired_differences(
     return out
 
 
+def _said(mu: float, h: float) -> str:
+    "A difference in words: its 95% half-width and whether the interval excludes 0 (one value: no interval)."
+    if math.isnan(h):
+        return f"{mu:+.3f}"
+    return f"{mu:+.3f} ± {h:.3f} ({'differs' if abs(mu) > h else 'not distinguishable from 0'})"
+
+
 def uncertainty_words(arms: list[dict]) -> list[str]:
     "Sentences for the report: per arm, which differences from no KL the paired 95% intervals separate from 0."
     lines = []
@@ -657,15 +665,27 @@ def uncertainty_words(arms: list[dict]) -> list[str]:
             if diff is None:
                 continue
             mu, h, n = diff
-            if math.isnan(h):
-                parts.append(f"{word} {mu:+.3f}")
-            else:
-                verdict = 'differs' if abs(mu) > h else 'not distinguishable from 0'
-                parts.append(f"{word} {mu:+.3f} ± {h:.3f} ({verdict})")
+            parts.append(f'{word} {_said(mu, h)}')
         if parts:
             seeds = f"{n} paired seed{'s' if n > 1 else ''}"
             note = '' if n > 1 else ': one run each, no interval; a single seed cannot rank these arms'
             lines.append(f"- {_label(key)} minus no KL, {seeds}{note}: " + '; '.join(parts) + '.')
+    return lines
+
+# %% ../nbs/11_compare.ipynb #prmcd01
+def premise_words(arms: list[dict]) -> list[str]:
+    "Sentences for the report: per algorithm, no KL minus the base model each run started from, with 95% intervals."
+    bases, lines = {a['base_seed']: a for a in arms if a['reg'] == 'base'}, []
+    for key, g in group_arms(arms).items():
+        if key[1] != 'none' or key[4]:
+            continue
+        parts, n = [], 0
+        for m, word in WORDS.items():
+            d = [a[m] - bases[a['base_seed']][m] for a in g if m in a and m in bases.get(a['base_seed'], {})]
+            if d:
+                parts, n = parts + [f'{word} {_said(*mean_ci(d))}'], len(d)
+        if parts:
+            lines.append(f"- {_label(key)} minus its base model, {n} run{'s' * (n > 1)}: " + '; '.join(parts) + '.')
     return lines
 
 # %% ../nbs/11_compare.ipynb #45da549d
@@ -833,6 +853,9 @@ def write_compare_report(arms: list[dict], out) -> Path:
     meta = json.loads((out / 'results.json').read_text()) if (out / 'results.json').exists() else {}
     shared = json.dumps({k: v for k, v in meta.items() if k != 'arms'}, indent=1, default=str)
     text = ['# carerft compare: no KL vs RKL vs CARE on the toy world', ''] + _LEGEND + ['', markdown_summary(arms), '']
+    if premise_words(arms):
+        text += ['What RL without an anchor did (each no-KL run minus its base model, 95% intervals):', '']
+        text += premise_words(arms) + ['']
     words = uncertainty_words(arms)
     if words:
         text += ['What the seeds establish (each arm minus no KL, paired on the same seeds, 95% intervals):', '']
