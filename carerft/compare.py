@@ -668,7 +668,9 @@ def uncertainty_words(arms: list[dict]) -> list[str]:
             parts.append(f'{word} {_said(mu, h)}')
         if parts:
             seeds = f"{n} paired seed{'s' if n > 1 else ''}"
-            note = '' if n > 1 else ': one run each, no interval; a single seed cannot rank these arms'
+            note = {1: ': one run each, no interval; a single seed cannot rank these arms',
+                    2: ' (with two, the 95% interval is 12.7 standard errors wide each side: only large, consistent'
+                    ' differences show)'}.get(n, '')  # fmt: skip
             lines.append(f"- {_label(key)} minus no KL, {seeds}{note}: " + '; '.join(parts) + '.')
     return lines
 
