@@ -15,9 +15,8 @@ import warnings
 
 import torch
 from transformers import TrainerCallback
-from transformers.utils import logging as hf_logging
 
-from .tiny import char_tokenizer, tiny_model
+from .tiny import char_tokenizer, no_hf_bars, tiny_model
 from .algos import GRPO
 from .divergences import RKL
 from .trainer import RFTConfig, RFTTrainer
@@ -239,16 +238,14 @@ def summary(res: dict) -> str:
 @contextlib.contextmanager
 def _bench_threads(threads: int | None):
     "torch on `threads` threads (None: as it is) and transformers' bars off; both as they were afterwards."
-    old_threads, bars = torch.get_num_threads(), hf_logging.is_progress_bar_enabled()
+    old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
-    hf_logging.disable_progress_bar()  # no 'Loading weights' bars between the step lines
     try:
-        yield
+        with no_hf_bars():  # no 'Loading weights' bars between the step lines
+            yield
     finally:
         torch.set_num_threads(old_threads)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 # %% ../nbs/12_benchmark.ipynb #93065342
 def _run_both(tmp, tok, prompts, cfg, args, gen_log, warmup, verbose):

@@ -33,6 +33,7 @@ from .algos import ALGOS, make_algo
 from .divergences import REGS, make_reg
 from .trainer import RFTConfig, RFTTrainer, TrainingInterrupted, checkpoint_paths
 from . import toyworld as tw
+from .tiny import no_hf_bars
 
 # %% ../nbs/11_compare.ipynb #61cbeb8a
 def _real(v) -> bool:
@@ -506,16 +507,11 @@ def _todo(arms: list[dict], done: list[dict]) -> list[dict]:
 def _run_tasks(todo: list, args: tuple, workers: int, threads, progress: bool, finish, bar) -> None:
     "Run the tasks on min(workers, what can run at once) processes, or here when that is one."
     width = max(sum(a['reg'] == 'base' for a in todo), sum(a['reg'] != 'base' for a in todo))
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # transformers' 'Loading weights' bars would push compare's bars apart
-    try:
+    with no_hf_bars():  # transformers' 'Loading weights' bars would push compare's bars apart
         if min(workers, width) > 1:
             _run_parallel(todo, args, min(workers, width), threads, progress, finish, bar)
         else:
             _run_here(todo, args, threads, progress, finish, bar)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
 
 # %% ../nbs/11_compare.ipynb #cmpcd02
 def compare(

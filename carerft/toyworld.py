@@ -24,8 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast, Qwen2ForCausalLM
-from transformers.utils import logging as hf_logging
-from .tiny import char_tokenizer, tiny_model
+from .tiny import char_tokenizer, no_hf_bars, tiny_model
 from .rollout import sample
 from .rollout import greedy
 from .calibration import auroc, brier, ece, self_consistency
@@ -350,13 +349,8 @@ def base_path(config: ToyWorldConfig, seed: int = 0, cache_dir=None) -> Path:
 # %% ../nbs/10_toyworld.ipynb #300bb817
 def load_base(path) -> tuple:
     "Load a cached base model (in eval mode) and its tokenizer from `path`."
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # no 'Loading weights' bar for a 0.2M-parameter model
-    try:
+    with no_hf_bars():  # no 'Loading weights' bar for a 0.2M-parameter model
         model = Qwen2ForCausalLM.from_pretrained(path).eval()
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
     return model, PreTrainedTokenizerFast.from_pretrained(path, padding_side='left')
 
 
